@@ -1,0 +1,50 @@
+# Two commands matter: `make run` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck importlint unit bench clean help
+
+help:
+	@echo "make run    set up, then serve examples/jq-bot with clrk dev on :18080"
+	@echo "make test   set up, then ruff, mypy --strict, import-linter and pytest"
+
+install: $(STAMP)
+	@hack/system-deps.sh
+
+$(STAMP): pyproject.toml hack/find-python.sh
+	@py=$$(hack/find-python.sh) || exit 1; \
+	  [ -x $(BIN)/python ] || { echo "==> creating $(VENV) with $$py"; "$$py" -m venv $(VENV); }
+	@echo "==> installing clrk and its dev dependencies into $(VENV)"
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@# The Claude Code CLI comes inside the pinned claude-agent-sdk wheel; put it on the venv's PATH.
+	@ln -sf "$$($(BIN)/python -c 'import claude_agent_sdk, pathlib; print(pathlib.Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude")')" $(BIN)/claude
+	@$(BIN)/claude --version >/dev/null
+	@touch $(STAMP)
+
+run: install
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/clrk dev --apply examples/jq-bot/manifests \
+	  --secret anthropic-credentials=ANTHROPIC_API_KEY:api-key --port 18080
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+importlint: install
+	$(BIN)/lint-imports
+
+unit: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+test: lint typecheck importlint unit
+
+bench: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python hack/bench_shim.py
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache
