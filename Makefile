@@ -4,7 +4,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck importlint unit bench clean help
+.PHONY: install run test lint typecheck importlint unit bench crds clean help
 
 help:
 	@echo "make run    set up, then serve examples/jq-bot with clrk dev on :18080"
@@ -45,6 +45,9 @@ test: lint typecheck importlint unit
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python hack/bench_shim.py
+
+crds: install
+	$(BIN)/python hack/write-crds.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

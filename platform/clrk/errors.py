@@ -2,10 +2,10 @@
 
 The hierarchy, kept short on purpose::
 
-    ClrkError                   anything clrk tells a user about; the CLI prints it, no traceback
+    ClrkError                   anything clrk tells a user; the CLI prints it, no traceback
     ├── SpecError               a manifest is wrong: names the file, the document and the field path
     ├── BuildError              an image cannot be built or its build context read
-    ├── ClusterError            the cluster is unreachable, lacks CRDs or Knative, or refused a change
+    ├── ClusterError            the cluster is unreachable, lacks CRDs or Knative, or refused
     └── EgressPolicyError       the egress gateway's configuration cannot be honoured
 
 Each error's ``str()`` is the one line the CLI prints after ``error:``.

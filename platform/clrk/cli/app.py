@@ -1,19 +1,40 @@
-"""The Typer application: each command adapts its options to one core function."""
+"""The ``clrk`` command line. Commands only adapt options to core functions; this module is
+the one place that talks to humans about errors: a :class:`~clrk.errors.ClrkError` becomes one
+``error: …`` line and exit status 1, usage errors exit 2, and no user error shows a traceback."""
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+from clrk import __version__
+from clrk.cli import manifests
+from clrk.errors import ClrkError
+
+app = typer.Typer(
+    name="clrk",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Run Claude Code (or any agent program) as an internal HTTP service.",
+)
 
 
 @app.command()
 def version() -> None:
     """Print clrk's version."""
-    from clrk import __version__
-
     typer.echo(__version__)
 
 
+app.command()(manifests.render)
+app.command()(manifests.validate)
+app.command()(manifests.crds)
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except ClrkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

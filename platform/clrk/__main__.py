@@ -1,0 +1,3 @@
+from clrk.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""Pieces shared by every clrk resource: object metadata, durations, names.
+
+Field names on the wire are Kubernetes' camelCase; Python attributes are snake_case.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "DNS_LABEL_RULE",
+    "Duration",
+    "ObjectMeta",
+    "Resource",
+    "Spec",
+    "format_duration",
+    "is_dns_label",
+    "parse_duration",
+]
+
+API_GROUP = "clrk.dev"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL_RULE = (
+    "at most 63 characters of lower-case letters, digits and '-', "
+    "starting and ending with a letter or digit"
+)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def is_dns_label(name: str) -> bool:
+    """Whether ``name`` is a valid Kubernetes (RFC 1123) label, as object names must be here."""
+    return len(name) <= 63 and bool(_DNS_LABEL.match(name))
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse a Go-style duration (``100s``, ``1m30s``, ``1.5h``, ``250ms``) or plain seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like '100s' or '2m', found {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"expected a positive duration, found {value!r}")
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration like '100s' or '2m', found {value!r}")
+    text = value.strip()
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"expected a duration like '100s' or '2m', found {value!r}")
+    return timedelta(seconds=total)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest Go-style spelling of ``value`` (``100s``, ``2m``, ``1h30m``, ``1.5s``)."""
+    seconds = value.total_seconds()
+    if seconds != int(seconds):
+        return f"{seconds:g}s"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return "".join(parts) or "0s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|h|m|s))+$|^[0-9]+$"}),
+]
+"""A duration written ``100s``/``2m``/``1h30m`` in manifests, a ``timedelta`` in Python."""
+
+
+class Spec(BaseModel):
+    """Base of every manifest-facing model: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ObjectMeta(Spec):
+    """The part of Kubernetes' ObjectMeta that clrk reads; other keys pass through untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not is_dns_label(value):
+            raise ValueError(f"expected {DNS_LABEL_RULE}, found {value!r}")
+        return value
+
+
+class Resource(Spec):
+    """A clrk object: ``apiVersion``, ``kind``, ``metadata``; subclasses add ``spec``."""
+
+    api_version: str = Field(API_VERSION, alias="apiVersion")
+    kind: str
+    metadata: ObjectMeta
+
+    @property
+    def ref(self) -> str:
+        """``namespace/name``: how callers, proxies and logs name this object."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"

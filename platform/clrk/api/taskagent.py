@@ -1,0 +1,123 @@
+"""TaskAgent: an agent program served over HTTP, one fresh sandbox per request."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from clrk.api.common import Duration, Resource, Spec
+
+__all__ = [
+    "ANNOTATION_BUILD_CONTEXT",
+    "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
+    "AgentBudget",
+    "AgentContainer",
+    "AgentEgressSpec",
+    "EnvVar",
+    "PodTemplate",
+    "TaskAgent",
+    "TaskAgentSpec",
+]
+
+ANNOTATION_BUILD_CONTEXT = "clrk.dev/build-context"
+"""Folder (relative to the manifest) holding the agent's Dockerfile."""
+
+DEFAULT_TIMEOUT = timedelta(seconds=100)
+MAX_TIMEOUT = timedelta(seconds=600)
+
+VALUE_FROM_MESSAGE = (
+    "not supported: an agent never holds secrets; keep a literal placeholder in 'value' "
+    "and use a CredentialInjectionPolicy so the egress gateway injects the real one"
+)
+
+
+class EnvVar(Spec):
+    """One literal environment variable for the agent."""
+
+    name: str = Field(min_length=1)
+    value: str = ""
+    value_from: Any = Field(
+        None, alias="valueFrom", exclude=True, json_schema_extra={"x-clrk-forbidden": True}
+    )
+
+    @field_validator("value_from")
+    @classmethod
+    def _no_value_from(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(VALUE_FROM_MESSAGE)
+        return None
+
+
+class AgentContainer(Spec):
+    """What runs: the image and, optionally, the entrypoint that overrides the image's."""
+
+    image: str = Field(min_length=1)
+    command: list[str] | None = None
+    args: list[str] | None = None
+    env: list[EnvVar] = Field(default_factory=list)
+
+    @field_validator("env")
+    @classmethod
+    def _unique_names(cls, env: list[EnvVar]) -> list[EnvVar]:
+        seen: set[str] = set()
+        for var in env:
+            if var.name in seen:
+                raise ValueError(f"variable {var.name!r} is listed twice")
+            seen.add(var.name)
+        return env
+
+
+class PodTemplate(Spec):
+    spec: AgentContainer
+
+
+class AgentEgressSpec(Spec):
+    allow: list[str] = Field(default_factory=list)
+    """Hosts the agent may reach besides those of its CredentialInjectionPolicies."""
+
+
+class AgentBudget(Spec):
+    """A ceiling of model tokens (input + output, cache included) per rolling window."""
+
+    tokens: int = Field(gt=0)
+    window: Duration = timedelta(hours=1)
+
+
+class TaskAgentSpec(Spec):
+    template: PodTemplate
+    timeout: Duration = DEFAULT_TIMEOUT
+    """End-to-end deadline of one invocation, ingress to answer; at most 600s."""
+    warm_pool_size: int = Field(0, ge=0)
+    """Sandboxes kept created and waiting; in a cluster, also the Knative min-scale."""
+    max_concurrency: int | None = Field(None, gt=0)
+    """Invocations running at once across all replicas; unset means Knative decides."""
+    egress: AgentEgressSpec = Field(default_factory=AgentEgressSpec)
+    budget: AgentBudget | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_range(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError(f"expected a positive duration, found {value.total_seconds():g}s")
+        if value > MAX_TIMEOUT:
+            raise ValueError(
+                f"at most 600s (Knative's request limit), found {value.total_seconds():g}s"
+            )
+        return value
+
+
+class TaskAgent(Resource):
+    kind: Literal["TaskAgent"] = "TaskAgent"
+    spec: TaskAgentSpec
+
+    @property
+    def container(self) -> AgentContainer:
+        return self.spec.template.spec
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The manifest's environment for the agent, in order."""
+        return {var.name: var.value for var in self.container.env}

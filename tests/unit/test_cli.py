@@ -1,0 +1,87 @@
+"""The real `clrk` command: output on success, one `error:` line and exit 1 on user errors,
+exit 2 on usage errors, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+JQ_BOT = REPO / "examples" / "jq-bot" / "manifests"
+
+
+def clrk(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clrk", *args], input=stdin, capture_output=True, text=True, cwd=REPO
+    )
+
+
+def test_render_jq_bot() -> None:
+    result = clrk("render", "-f", str(JQ_BOT))
+    assert result.returncode == 0, result.stderr
+    objects = list(yaml.safe_load_all(result.stdout))
+    service = objects[0]
+    assert service["kind"] == "Service"
+    assert (
+        service["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
+        == "1"
+    )
+    assert service["spec"]["template"]["spec"]["timeoutSeconds"] == 100
+
+
+def test_value_from_is_an_error_naming_file_and_field(tmp_path: Path) -> None:
+    text = (
+        (JQ_BOT / "taskagent.yaml")
+        .read_text()
+        .replace(
+            "value: clrk-injected-by-proxy",
+            "valueFrom:\n            secretKeyRef: {name: anthropic-credentials, key: api-key}",
+        )
+    )
+    bad = tmp_path / "taskagent.yaml"
+    bad.write_text(text)
+    result = clrk("validate", "-f", str(bad))
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"error: {bad}: spec.template.spec.env[0].valueFrom: not supported"
+    )
+    assert "CredentialInjectionPolicy" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_stdin_and_warning() -> None:
+    doc = (
+        "apiVersion: clrk.dev/v1alpha1\nkind: TaskAgent\nmetadata: {name: a}\n"
+        "spec:\n  template: {spec: {image: a, command: [cat]}}\n"
+    )
+    result = clrk("validate", "-f", "-", stdin=doc)
+    assert result.returncode == 0
+    assert result.stdout.startswith("ok: 1 TaskAgent(s)")
+    assert result.stderr.startswith("warning: <stdin>: spec.template.spec.image: 'a' has no tag")
+
+
+def test_usage_errors_exit_2() -> None:
+    assert clrk("render").returncode == 2
+    assert clrk("no-such-command").returncode == 2
+
+
+@pytest.mark.parametrize("command", ["render", "validate", "crds", "version"])
+def test_every_command_has_help(command: str) -> None:
+    result = clrk(command, "--help")
+    assert result.returncode == 0
+    assert "Usage" in result.stdout
+
+
+def test_crds_and_version() -> None:
+    crds = list(yaml.safe_load_all(clrk("crds").stdout))
+    assert {c["spec"]["names"]["kind"] for c in crds} == {
+        "TaskAgent",
+        "CredentialInjectionPolicy",
+        "TaskSchedule",
+    }
+    assert clrk("version").stdout.strip() == "0.1.0"
