@@ -3,6 +3,7 @@
 The CRD YAML is generated from these models (``clrk crds``), never written by hand.
 """
 
+from clrk.api.callers import Caller
 from clrk.api.common import API_GROUP, API_VERSION, ObjectMeta, Resource
 from clrk.api.policies import CredentialInjectionPolicy
 from clrk.api.schedules import TaskSchedule
@@ -12,6 +13,7 @@ __all__ = [
     "API_GROUP",
     "API_VERSION",
     "KINDS",
+    "Caller",
     "CredentialInjectionPolicy",
     "ObjectMeta",
     "Resource",
@@ -23,5 +25,6 @@ KINDS: dict[str, type[Resource]] = {
     "TaskAgent": TaskAgent,
     "CredentialInjectionPolicy": CredentialInjectionPolicy,
     "TaskSchedule": TaskSchedule,
+    "Caller": Caller,
 }
 """Our kinds by name; any other kind in a manifest passes through untouched."""

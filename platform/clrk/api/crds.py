@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from clrk.api.callers import Caller
 from clrk.api.common import API_GROUP, Resource
 from clrk.api.policies import CredentialInjectionPolicy
 from clrk.api.schedules import TaskSchedule
@@ -26,6 +27,7 @@ _NAMES: dict[type[Resource], tuple[str, str, list[str]]] = {
         ["cip"],
     ),
     TaskSchedule: ("taskschedules", "taskschedule", ["ts"]),
+    Caller: ("callers", "caller", []),
 }
 
 _DROP = {"title", "default", "x-clrk-forbidden"}
@@ -103,7 +105,7 @@ def crd_for(model: type[Resource]) -> dict[str, Any]:
                 "listKind": f"{kind}List",
                 "plural": plural,
                 "singular": singular,
-                "shortNames": short,
+                **({"shortNames": short} if short else {}),
                 "categories": ["clrk"],
             },
             "scope": "Namespaced",

@@ -15,7 +15,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from clrk.api import API_GROUP, API_VERSION, KINDS, CredentialInjectionPolicy, Resource, TaskAgent
+from clrk.api import (
+    API_GROUP,
+    API_VERSION,
+    KINDS,
+    Caller,
+    CredentialInjectionPolicy,
+    Resource,
+    TaskAgent,
+)
 from clrk.api.schedules import TaskSchedule
 from clrk.errors import SpecError
 from clrk.manifests.loading import RawDocument
@@ -30,6 +38,7 @@ class Manifests:
     agents: list[TaskAgent] = field(default_factory=list)
     policies: list[CredentialInjectionPolicy] = field(default_factory=list)
     schedules: list[TaskSchedule] = field(default_factory=list)
+    callers: list[Caller] = field(default_factory=list)
     passthrough: list[dict[str, Any]] = field(default_factory=list)
     """Documents of other kinds, exactly as written."""
     sources: dict[str, RawDocument] = field(default_factory=dict)
@@ -118,6 +127,8 @@ def parse_documents(documents: Iterable[RawDocument]) -> Manifests:
             out.policies.append(resource)
         elif isinstance(resource, TaskSchedule):
             out.schedules.append(resource)
+        elif isinstance(resource, Caller):
+            out.callers.append(resource)
     known = {agent.ref for agent in out.agents}
     for schedule in out.schedules:
         target = f"{schedule.metadata.namespace}/{schedule.spec.agent}"

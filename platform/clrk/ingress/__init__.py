@@ -1,0 +1,20 @@
+"""The ingress: authenticates callers and routes ``POST /`` to an agent's runtime shim."""
+
+from clrk.ingress.app import AGENT_HEADER, InvocationRecord, create_app
+from clrk.ingress.callers import CallerKey, CallerKeys, key_digest
+from clrk.ingress.forwarding import AgentTarget, Forwarder, HttpForwarder, InProcessForwarder
+from clrk.ingress.settings import IngressSettings
+
+__all__ = [
+    "AGENT_HEADER",
+    "AgentTarget",
+    "CallerKey",
+    "CallerKeys",
+    "Forwarder",
+    "HttpForwarder",
+    "InProcessForwarder",
+    "IngressSettings",
+    "InvocationRecord",
+    "create_app",
+    "key_digest",
+]

@@ -1,0 +1,197 @@
+"""The ingress ASGI app: ``POST /`` with ``X-Clrk-TaskAgent: <namespace>/<name>``.
+
+It authenticates the caller, routes by the header, caps the body, makes the CloudEvent, gives the
+invocation its id, passes the remaining deadline down (``X-Clrk-Timeout-Ms``) and opens the server
+span that parents the invocation. Every error is JSON.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from clrk.ingress.callers import CallerKeys
+from clrk.ingress.events import envelope_for
+from clrk.ingress.forwarding import AgentTarget, Forwarder
+from clrk.ingress.openapi import openapi_document
+from clrk.ingress.problems import INVOCATION_HEADER, Problem, problem_response
+from clrk.ingress.settings import IngressSettings
+
+__all__ = ["AGENT_HEADER", "InvocationRecord", "create_app"]
+
+AGENT_HEADER = "X-Clrk-TaskAgent"
+TIMEOUT_HEADER = "X-Clrk-Timeout-Ms"
+_REF = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$")
+_tracer = trace.get_tracer("clrk.ingress")
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationRecord:
+    """One finished request, for the TUI's requests pane and the log."""
+
+    invocation_id: str
+    agent: str
+    status: int
+    duration: float
+    caller: str | None
+
+
+def _target(request: Request, forwarder: Forwarder) -> AgentTarget:
+    value = request.headers.get(AGENT_HEADER)
+    if value is None:
+        raise Problem(
+            400, "missing_agent", f"header {AGENT_HEADER}: required, as <namespace>/<name>"
+        )
+    if not _REF.match(value.strip()):
+        shown = value if len(value) <= 80 else value[:80] + "…"
+        raise Problem(
+            400,
+            "invalid_agent",
+            f"header {AGENT_HEADER}: expected <namespace>/<name>, found {shown!r}",
+        )
+    target = forwarder.targets().get(value.strip())
+    if target is None:
+        raise Problem(404, "unknown_agent", f"no TaskAgent {value.strip()}")
+    return target
+
+
+def _deadline(request: Request, target: AgentTarget) -> float:
+    value = request.headers.get(TIMEOUT_HEADER)
+    if value is None:
+        return target.timeout
+    if not value.isdigit() or int(value) < 1:
+        raise Problem(
+            400,
+            "invalid_timeout",
+            f"header {TIMEOUT_HEADER}: expected a positive integer of milliseconds",
+        )
+    return min(target.timeout, int(value) / 1000)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Problem(
+            413, "payload_too_large", f"body of {declared} bytes is over the {limit}-byte limit"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, "payload_too_large", f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    forwarder: Forwarder,
+    callers: CallerKeys,
+    settings: IngressSettings,
+    on_finished: Callable[[InvocationRecord], None] | None = None,
+) -> Starlette:
+    async def invoke(request: Request) -> Response:
+        started = time.monotonic()
+        if request.method != "POST":
+            raise Problem(
+                405,
+                "method_not_allowed",
+                f"{request.method} /: only POST invokes an agent",
+                {"Allow": "POST"},
+            )
+        context = propagate.extract(request.headers)
+        with _tracer.start_as_current_span("POST /", context=context, kind=SpanKind.SERVER) as span:
+            span.set_attribute("http.request.method", "POST")
+            invocation_id: str | None = None
+            caller: str | None = None
+            agent = request.headers.get(AGENT_HEADER, "")
+            try:
+                target = _target(request, forwarder)
+                caller = callers.authorize(request.headers.get("authorization"), target.ref)
+                timeout = _deadline(request, target)
+                try:
+                    body = await _body(request, settings.max_body_bytes)
+                except ClientDisconnect:
+                    raise Problem(
+                        400, "incomplete_body", "the body ended before its declared length"
+                    ) from None
+                envelope = envelope_for(request.headers, body)
+                invocation_id = envelope.invocation_id
+                span.set_attributes({"clrk.invocation.id": invocation_id, "clrk.agent": target.ref})
+                headers = dict(envelope.headers)
+                headers[INVOCATION_HEADER] = invocation_id
+                headers[TIMEOUT_HEADER] = str(
+                    max(1, int((timeout - (time.monotonic() - started)) * 1000))
+                )
+                propagate.inject(headers)
+                try:
+                    reply = await forwarder.forward(
+                        target, headers, envelope.body, timeout + settings.grace_seconds
+                    )
+                except httpx.TimeoutException:
+                    raise Problem(
+                        504,
+                        "deadline_exceeded",
+                        f"agent {target.ref} gave no answer within {timeout:g}s",
+                    ) from None
+                except httpx.TransportError as exc:
+                    raise Problem(
+                        503,
+                        "agent_unavailable",
+                        f"agent {target.ref} cannot be reached: {type(exc).__name__}",
+                        {"Retry-After": "1"},
+                    ) from None
+                reply.headers.setdefault(INVOCATION_HEADER, invocation_id)
+                response: Response = Response(
+                    reply.body, status_code=reply.status, headers=reply.headers
+                )
+            except Problem as problem:
+                response = problem_response(problem, invocation_id)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        if on_finished is not None and invocation_id is not None:
+            on_finished(
+                InvocationRecord(
+                    invocation_id, agent, response.status_code, time.monotonic() - started, caller
+                )
+            )
+        return response
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "agents": sorted(forwarder.targets())})
+
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Problem)
+        return problem_response(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem_response(
+            Problem(exc.status_code, kind, f"{request.method} {request.url.path}: {exc.detail}")
+        )
+
+    return Starlette(
+        routes=[
+            Route(
+                "/", invoke, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+            ),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        exception_handlers={Problem: on_problem, HTTPException: on_http_error},
+    )

@@ -1,0 +1,104 @@
+"""How the ingress reaches an agent's runtime shim: one interface, two transports.
+
+``clrk dev`` hands the ingress each agent's shim as an ASGI app, reached in-process; in a cluster
+the ingress calls the agent's Knative Service over HTTP. Both go through httpx, so the request
+the shim sees is the same bytes either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+__all__ = ["AgentTarget", "Forwarder", "HttpForwarder", "InProcessForwarder", "Reply"]
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTarget:
+    """One agent as the ingress routes to it."""
+
+    ref: str
+    timeout: float
+    """The agent's spec.timeout in seconds: the end-to-end deadline."""
+
+
+class Forwarder(Protocol):
+    def targets(self) -> Mapping[str, AgentTarget]: ...
+
+    async def forward(
+        self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float
+    ) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _reply(response: httpx.Response) -> Reply:
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
+    return Reply(response.status_code, headers, response.content)
+
+
+class InProcessForwarder:
+    """Agents served by ASGI apps in this process (``clrk dev``). ``set_apps`` swaps the table
+    on reload; requests already in flight keep the app they started with."""
+
+    def __init__(self) -> None:
+        self._apps: dict[str, tuple[AgentTarget, Any]] = {}
+
+    def set_apps(self, apps: Mapping[str, tuple[AgentTarget, Any]]) -> None:
+        self._apps = dict(apps)
+
+    def targets(self) -> Mapping[str, AgentTarget]:
+        return {ref: target for ref, (target, _) in self._apps.items()}
+
+    async def forward(
+        self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float
+    ) -> Reply:
+        _, app = self._apps[target.ref]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
+            response = await client.post("/", headers=dict(headers), content=body, timeout=wait)
+        return _reply(response)
+
+    async def aclose(self) -> None:
+        self._apps = {}
+
+
+class HttpForwarder:
+    """Agents served by Knative Services: ``http://<name>.<namespace>.svc.cluster.local``."""
+
+    def __init__(
+        self, targets: Mapping[str, AgentTarget], domain: str = "svc.cluster.local"
+    ) -> None:
+        self._targets = dict(targets)
+        self._domain = domain
+        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000))
+
+    def targets(self) -> Mapping[str, AgentTarget]:
+        return self._targets
+
+    def url(self, target: AgentTarget) -> str:
+        namespace, name = target.ref.split("/", 1)
+        return f"http://{name}.{namespace}.{self._domain}/"
+
+    async def forward(
+        self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float
+    ) -> Reply:
+        response = await self._client.post(
+            self.url(target), headers=dict(headers), content=body, timeout=wait
+        )
+        return _reply(response)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

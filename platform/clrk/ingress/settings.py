@@ -1,0 +1,38 @@
+"""The ingress's settings (``CLRK_INGRESS_*``), read once at the edge."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["IngressSettings", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class IngressSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLRK_INGRESS_", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(18080, ge=0, le=65535)
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    """Largest request body accepted (bytes); larger gets 413."""
+    auth: Literal["auto", "open", "keys"] = "auto"
+    """``open`` lets anyone call any agent; ``keys`` requires a Caller's bearer key; ``auto`` is
+    open only when listening on loopback."""
+    grace_seconds: float = Field(2.0, ge=0)
+    """Extra wait past an agent's deadline for the shim's own 504 before the ingress gives one."""
+
+    @property
+    def open_mode(self) -> bool:
+        return self.auth == "open" or (self.auth == "auto" and is_loopback(self.host))
