@@ -7,10 +7,11 @@ span that parents the invocation. Every error is JSON.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import httpx
 from opentelemetry import propagate, trace
@@ -19,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from clrk.ingress.callers import CallerKeys
 from clrk.ingress.events import envelope_for
@@ -34,6 +35,7 @@ AGENT_HEADER = "X-Clrk-TaskAgent"
 TIMEOUT_HEADER = "X-Clrk-Timeout-Ms"
 _REF = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$")
 _tracer = trace.get_tracer("clrk.ingress")
+log = logging.getLogger("clrk.ingress")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +47,14 @@ class InvocationRecord:
     status: int
     duration: float
     caller: str | None
+    at: float = field(default_factory=time.time)
+    """Unix time the answer was sent."""
 
 
 def _target(request: Request, forwarder: Forwarder) -> AgentTarget:
     value = request.headers.get(AGENT_HEADER)
     if value is None:
-        raise Problem(
-            400, "missing_agent", f"header {AGENT_HEADER}: required, as <namespace>/<name>"
-        )
+        raise Problem(400, "missing_agent", f"header {AGENT_HEADER}: required, as <namespace>/<name>")
     if not _REF.match(value.strip()):
         shown = value if len(value) <= 80 else value[:80] + "…"
         raise Problem(
@@ -82,9 +84,7 @@ def _deadline(request: Request, target: AgentTarget) -> float:
 async def _body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Problem(
-            413, "payload_too_large", f"body of {declared} bytes is over the {limit}-byte limit"
-        )
+        raise Problem(413, "payload_too_large", f"body of {declared} bytes is over the {limit}-byte limit")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -99,6 +99,7 @@ def create_app(
     callers: CallerKeys,
     settings: IngressSettings,
     on_finished: Callable[[InvocationRecord], None] | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     async def invoke(request: Request) -> Response:
         started = time.monotonic()
@@ -122,22 +123,16 @@ def create_app(
                 try:
                     body = await _body(request, settings.max_body_bytes)
                 except ClientDisconnect:
-                    raise Problem(
-                        400, "incomplete_body", "the body ended before its declared length"
-                    ) from None
+                    raise Problem(400, "incomplete_body", "the body ended before its declared length") from None
                 envelope = envelope_for(request.headers, body)
                 invocation_id = envelope.invocation_id
                 span.set_attributes({"clrk.invocation.id": invocation_id, "clrk.agent": target.ref})
                 headers = dict(envelope.headers)
                 headers[INVOCATION_HEADER] = invocation_id
-                headers[TIMEOUT_HEADER] = str(
-                    max(1, int((timeout - (time.monotonic() - started)) * 1000))
-                )
+                headers[TIMEOUT_HEADER] = str(max(1, int((timeout - (time.monotonic() - started)) * 1000)))
                 propagate.inject(headers)
                 try:
-                    reply = await forwarder.forward(
-                        target, headers, envelope.body, timeout + settings.grace_seconds
-                    )
+                    reply = await forwarder.forward(target, headers, envelope.body, timeout + settings.grace_seconds)
                 except httpx.TimeoutException:
                     raise Problem(
                         504,
@@ -151,20 +146,21 @@ def create_app(
                         f"agent {target.ref} cannot be reached: {type(exc).__name__}",
                         {"Retry-After": "1"},
                     ) from None
-                reply.headers.setdefault(INVOCATION_HEADER, invocation_id)
-                response: Response = Response(
-                    reply.body, status_code=reply.status, headers=reply.headers
-                )
+                headers = {k: v for k, v in reply.headers.items() if k.lower() != INVOCATION_HEADER.lower()}
+                headers[INVOCATION_HEADER] = invocation_id
+                response: Response = Response(reply.body, status_code=reply.status, headers=headers)
             except Problem as problem:
+                response = problem_response(problem, invocation_id)
+            except Exception:
+                log.exception("invocation %s for %s failed inside clrk", invocation_id, agent)
+                problem = Problem(500, "internal_error", "clrk failed to run this invocation; see its logs")
                 response = problem_response(problem, invocation_id)
             span.set_attribute("http.response.status_code", response.status_code)
             if response.status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR))
         if on_finished is not None and invocation_id is not None:
             on_finished(
-                InvocationRecord(
-                    invocation_id, agent, response.status_code, time.monotonic() - started, caller
-                )
+                InvocationRecord(invocation_id, agent, response.status_code, time.monotonic() - started, caller)
             )
         return response
 
@@ -181,17 +177,14 @@ def create_app(
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return problem_response(
-            Problem(exc.status_code, kind, f"{request.method} {request.url.path}: {exc.detail}")
-        )
+        return problem_response(Problem(exc.status_code, kind, f"{request.method} {request.url.path}: {exc.detail}"))
 
     return Starlette(
         routes=[
-            Route(
-                "/", invoke, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-            ),
+            Route("/", invoke, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            *extra_routes,
         ],
         exception_handlers={Problem: on_problem, HTTPException: on_http_error},
     )

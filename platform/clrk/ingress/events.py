@@ -66,9 +66,7 @@ def envelope_for(headers: Mapping[str, str], body: bytes) -> Envelope:
     if "ce-specversion" in headers:
         for name in ("ce-id", "ce-source", "ce-type"):
             if not headers.get(name):
-                raise Problem(
-                    400, "invalid_cloudevent", f"binary CloudEvent: header {name} is required"
-                )
+                raise Problem(400, "invalid_cloudevent", f"binary CloudEvent: header {name} is required")
         event_id = _checked_id(_validate(headers, body, "binary"), "ce-id")
         forwarded = {k: v for k, v in headers.items() if k.startswith("ce-")}
         if content_type:
@@ -78,13 +76,9 @@ def envelope_for(headers: Mapping[str, str], body: bytes) -> Envelope:
         try:
             parsed = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise Problem(
-                400, "invalid_json", f"structured CloudEvent: body is not JSON: {exc}"
-            ) from None
+            raise Problem(400, "invalid_json", f"structured CloudEvent: body is not JSON: {exc}") from None
         if not isinstance(parsed, dict):
-            raise Problem(
-                400, "invalid_cloudevent", "structured CloudEvent: body must be a JSON object"
-            )
+            raise Problem(400, "invalid_cloudevent", "structured CloudEvent: body must be a JSON object")
         for name in ("specversion", "id", "source", "type"):
             if not isinstance(parsed.get(name), str) or not parsed[name]:
                 raise Problem(

@@ -37,9 +37,7 @@ class AgentTarget:
 class Forwarder(Protocol):
     def targets(self) -> Mapping[str, AgentTarget]: ...
 
-    async def forward(
-        self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float
-    ) -> Reply: ...
+    async def forward(self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float) -> Reply: ...
 
     async def aclose(self) -> None: ...
 
@@ -62,9 +60,7 @@ class InProcessForwarder:
     def targets(self) -> Mapping[str, AgentTarget]:
         return {ref: target for ref, (target, _) in self._apps.items()}
 
-    async def forward(
-        self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float
-    ) -> Reply:
+    async def forward(self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float) -> Reply:
         _, app = self._apps[target.ref]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
@@ -78,9 +74,7 @@ class InProcessForwarder:
 class HttpForwarder:
     """Agents served by Knative Services: ``http://<name>.<namespace>.svc.cluster.local``."""
 
-    def __init__(
-        self, targets: Mapping[str, AgentTarget], domain: str = "svc.cluster.local"
-    ) -> None:
+    def __init__(self, targets: Mapping[str, AgentTarget], domain: str = "svc.cluster.local") -> None:
         self._targets = dict(targets)
         self._domain = domain
         self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000))
@@ -92,12 +86,8 @@ class HttpForwarder:
         namespace, name = target.ref.split("/", 1)
         return f"http://{name}.{namespace}.{self._domain}/"
 
-    async def forward(
-        self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float
-    ) -> Reply:
-        response = await self._client.post(
-            self.url(target), headers=dict(headers), content=body, timeout=wait
-        )
+    async def forward(self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float) -> Reply:
+        response = await self._client.post(self.url(target), headers=dict(headers), content=body, timeout=wait)
         return _reply(response)
 
     async def aclose(self) -> None:

@@ -17,9 +17,7 @@ INVOCATION_HEADER = "X-Clrk-Invocation-Id"
 class Problem(Exception):
     """A request the ingress answers with an error status and a JSON body."""
 
-    def __init__(
-        self, status: int, type_: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, type_: str, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.type = type_

@@ -1,0 +1,98 @@
+"""Run ``clrk dev`` until Ctrl-C or SIGTERM: logging, tracing, the server, reloads, the TUI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from clrk.dev.logs import PLAIN_FORMAT, LogBuffer
+from clrk.dev.serving import DevServer
+from clrk.dev.settings import DevSettings
+from clrk.ingress import InvocationRecord
+from clrk.telemetry.spans import SpanStore, configure_tracing, span_to_dict
+
+__all__ = ["TRACES_PATH", "run_dev", "traces_route"]
+
+TRACES_PATH = "/_clrk/traces"
+log = logging.getLogger("clrk.dev")
+
+
+def traces_route(store: SpanStore) -> Route:
+    """``GET /_clrk/traces[?invocation=ID]``: recent spans as JSON, for ``clrk traces``."""
+
+    async def traces(request: Request) -> Response:
+        spans = store.spans(request.query_params.get("invocation"))
+        return JSONResponse({"spans": [span_to_dict(s) for s in spans]})
+
+    return Route(TRACES_PATH, traces, methods=["GET"])
+
+
+def _log_record(record: InvocationRecord) -> None:
+    log.info(
+        "invocation=%s agent=%s status=%d duration=%.3fs",
+        record.invocation_id,
+        record.agent,
+        record.status,
+        record.duration,
+    )
+
+
+async def run_dev(settings: DevSettings, environ: Mapping[str, str], *, tui: bool) -> None:
+    provider, store = configure_tracing("clrk-dev", environ)
+    trace.set_tracer_provider(provider)
+    buffer = LogBuffer()
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for chatty in ("httpx", "mitmproxy"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    if tui:
+        root.addHandler(buffer)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+        root.addHandler(handler)
+    server = DevServer(settings, environ, on_finished=_log_record, extra_routes=[traces_route(store)])
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(server.watch())
+    try:
+        banner = [f"clrk dev: serving {len(server.runtimes)} agent(s) on http://{settings.host}:{server.port}/"]
+        banner += [f"  {command}" for command in server.curl_commands()]
+        if tui:
+            from clrk.dev.tui import DevApp
+
+            app = DevApp(server, store, buffer, banner)
+            ui = asyncio.create_task(app.run_async())
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait({ui, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not ui.done():
+                app.exit()
+                await ui
+            waiter.cancel()
+        else:
+            print("\n".join(banner), flush=True)
+            print(
+                json.dumps({"event": "ready", "port": server.port, "agents": sorted(server.runtimes)}),
+                flush=True,
+            )
+            await stop.wait()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        log.info("shutting down: letting in-flight invocations finish")
+        await server.stop()
+        provider.shutdown()

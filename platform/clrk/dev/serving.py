@@ -1,0 +1,310 @@
+"""``clrk dev``: the ingress, one shim per TaskAgent and the egress gateway, in one process.
+
+The same code as in a cluster, composed in one asyncio loop: the ingress forwards in-process to
+each agent's shim (an ASGI app), shims reach the network only through the embedded egress
+gateway with per-invocation credentials signed by a key made fresh at every start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from clrk.api import Caller
+from clrk.dev.agents import runtime_settings
+from clrk.dev.doctor import check, requirements
+from clrk.dev.scheduling import Scheduler
+from clrk.dev.settings import DevSettings
+from clrk.egress.config import SecretRef
+from clrk.egress.gateway import EgressGateway
+from clrk.egress.secrets import StaticSecrets, secrets_from_specs
+from clrk.egress.settings import EgressSettings
+from clrk.errors import ClrkError, EgressPolicyError
+from clrk.ingress import (
+    AgentTarget,
+    CallerKey,
+    CallerKeys,
+    IngressSettings,
+    InProcessForwarder,
+    InvocationRecord,
+    create_app,
+    key_digest,
+)
+from clrk.manifests import Bundle, egress_config, load_bundle
+from clrk_runtime.asgi import ShimApp
+from clrk_runtime.runtime import AgentRuntime
+
+__all__ = ["DevServer", "missing_tools"]
+
+log = logging.getLogger("clrk.dev")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``clrk dev`` owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def missing_tools(bundle: Bundle, path: str) -> list[str]:
+    """``agent: command (package, from the Dockerfile's RUN)`` for each tool the host lacks."""
+    missing = []
+    for ref, context in sorted(bundle.contexts.items()):
+        for result in check(requirements(context.image.run), path=path):
+            if result.found is None:
+                req = result.requirement
+                missing.append(f"{ref}: {req.command} (the image installs {req.package} with {req.installer})")
+    return missing
+
+
+def _caller_keys(callers: list[Caller], values: StaticSecrets, open_mode: bool, internal_key: str) -> CallerKeys:
+    # The scheduler calls through the ingress like any caller, with a key made at every start.
+    keys = [CallerKey("clrk/scheduler", key_digest(internal_key), frozenset({"*"}))]
+    for caller in callers:
+        digest = caller.spec.key_sha256
+        ref = caller.spec.key_secret_ref
+        if digest is None and ref is not None:
+            value = values.get(SecretRef(name=ref.name, key=ref.key))
+            if value is None:
+                raise EgressPolicyError(
+                    f"Caller {caller.ref}: keySecretRef {ref.name}/{ref.key} has no value: "
+                    f"add --secret {ref.name}=ENVVAR:{ref.key}"
+                )
+            digest = key_digest(value)
+        assert digest is not None
+        keys.append(CallerKey(caller.ref, digest, frozenset(caller.allowed_refs())))
+    return CallerKeys(keys, open_mode=open_mode)
+
+
+@dataclass
+class DevServer:
+    settings: DevSettings
+    environ: Mapping[str, str]
+    on_finished: Callable[[InvocationRecord], None] | None = None
+    extra_routes: Sequence[BaseRoute] = ()
+    records: deque[InvocationRecord] = field(default_factory=lambda: deque(maxlen=500))
+    runtimes: dict[str, AgentRuntime] = field(default_factory=dict)
+    bundle: Bundle | None = None
+    egress: EgressGateway | None = None
+    port: int | None = None
+    _forwarder: InProcessForwarder = field(default_factory=InProcessForwarder)
+    _server: _Server | None = None
+    _serving: asyncio.Task[None] | None = None
+    _token_key: bytes = field(default_factory=lambda: secrets.token_urlsafe(32).encode("ascii"))
+    _secrets: StaticSecrets = field(default_factory=StaticSecrets)
+    _mtimes: dict[Path, float] = field(default_factory=dict)
+    _internal_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    _app: Starlette | None = None
+    _scheduler: Scheduler | None = None
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self) -> Bundle:
+        """Read and check the manifests, the Dockerfiles, the secrets and the host's tools."""
+        if not self.settings.apply:
+            raise ClrkError("nothing to serve: give at least one --apply DIR")
+        bundle = load_bundle(self.settings.apply)
+        if not bundle.manifests.agents:
+            raise ClrkError(f"no TaskAgent in {', '.join(self.settings.apply)}")
+        missing = missing_tools(bundle, self.settings.agent_path)
+        if missing:
+            lines = "\n  ".join(missing)
+            raise ClrkError(
+                "this host lacks tools the agents' images install (clrk dev runs agents on the "
+                f"host's filesystem):\n  {lines}\nInstall them, or check with `clrk doctor -f DIR`."
+            )
+        provided = {(name, key) for name, key in self._secret_keys()}
+        for policy in bundle.manifests.policies:
+            ref = policy.spec.secret_key_ref
+            if (ref.name, ref.key) not in provided:
+                source = bundle.manifests.source_of(policy).source
+                raise ClrkError(
+                    f"{source}: spec.secretKeyRef: secret {ref.name}/{ref.key} is not provided: "
+                    f"add --secret {ref.name}=ENVVAR:{ref.key}"
+                )
+        return bundle
+
+    def _secret_keys(self) -> Iterator[tuple[str, str]]:
+        from clrk.egress.secrets import parse_secret_spec
+
+        for spec in self.settings.secrets:
+            name, _, key = parse_secret_spec(spec)
+            yield name, key
+
+    def _snapshot(self) -> dict[Path, float]:
+        files: list[Path] = []
+        for given in self.settings.apply:
+            path = Path(given)
+            files += sorted(path.rglob("*")) if path.is_dir() else [path]
+        if self.bundle is not None:
+            files += [c.path / "Dockerfile" for c in self.bundle.contexts.values()]
+        out = {}
+        for file in files:
+            with contextlib.suppress(OSError):
+                if file.is_file():
+                    out[file] = file.stat().st_mtime
+        return out
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        settings = self.settings
+        self._secrets = secrets_from_specs(settings.secrets, self.environ)
+        bundle = self.load()
+        egress_settings = EgressSettings.model_validate(
+            {
+                "state_dir": settings.state_dir,
+                "egress_listen_host": "127.0.0.1",
+                "egress_listen_port": 0,
+                "egress_upstreams": settings.egress_upstreams,
+                "egress_upstream_ca": settings.egress_upstream_ca,
+            }
+        )
+        self.egress = EgressGateway(
+            egress_settings,
+            egress_config(bundle.manifests),
+            self._secrets,
+            token_key=self._token_key,
+        )
+        await self.egress.start()
+        try:
+            await self._serve_agents(bundle)
+            ingress = IngressSettings.model_validate(
+                {"host": settings.host, "port": settings.port, "auth": settings.auth}
+            )
+            callers = _caller_keys(bundle.manifests.callers, self._secrets, ingress.open_mode, self._internal_key)
+            self._app = app = create_app(
+                self._forwarder, callers, ingress, self._finished, extra_routes=self.extra_routes
+            )
+            config = uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.port,
+                lifespan="off",
+                log_level="warning",
+                access_log=False,
+            )
+            self._server = _Server(config)
+            self._serving = asyncio.create_task(self._server.serve())
+            while not self._server.started:
+                if self._serving.done():
+                    self._serving.result()
+                    raise ClrkError(f"cannot listen on {settings.host}:{settings.port}")
+                await asyncio.sleep(0.01)
+            self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        except BaseException:
+            await self.stop()
+            raise
+        self._mtimes = self._snapshot()
+        self._scheduler = Scheduler(self._post)
+        self._scheduler.replace(bundle.manifests.schedules)
+        if callers.open_mode:
+            log.warning(
+                "open mode: anyone who reaches %s:%s may call every agent (loopback only)",
+                settings.host,
+                self.port,
+            )
+        elif len(callers.keys) == 1:
+            log.warning("keys mode with no Caller declared: every request will get 401")
+
+    async def _post(self, headers: dict[str, str], body: bytes) -> int:
+        """One request through the ingress, in-process (what the scheduler sends)."""
+        assert self._app is not None
+        transport = httpx.ASGITransport(app=self._app)
+        headers = {**headers, "authorization": f"Bearer {self._internal_key}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            response = await client.post("/", headers=headers, content=body, timeout=None)
+        return response.status_code
+
+    async def _serve_agents(self, bundle: Bundle) -> None:
+        """Start a shim for each agent of ``bundle``, swap them in, stop the ones replaced."""
+        assert self.egress is not None and self.egress.port is not None and self.egress.ca is not None
+        started: dict[str, AgentRuntime] = {}
+        try:
+            for agent in bundle.manifests.agents:
+                runtime = AgentRuntime(
+                    runtime_settings(
+                        agent,
+                        bundle,
+                        egress_proxy=f"127.0.0.1:{self.egress.port}",
+                        token_key=self._token_key,
+                        ca_bundle=self.egress.ca.bundle,
+                        sandbox=self.settings.sandbox,
+                        agent_path=self.settings.agent_path,
+                    )
+                )
+                await runtime.start()
+                started[agent.ref] = runtime
+        except BaseException:
+            await asyncio.gather(*(r.stop() for r in started.values()), return_exceptions=True)
+            raise
+        old, self.runtimes, self.bundle = self.runtimes, started, bundle
+        self._forwarder.set_apps(
+            {
+                ref: (AgentTarget(ref, runtime.settings.timeout), ShimApp(runtime, lifespan=False))
+                for ref, runtime in started.items()
+            }
+        )
+        await asyncio.gather(*(r.stop() for r in old.values()), return_exceptions=True)
+
+    async def reload_if_changed(self) -> bool:
+        """Reload when a manifest or Dockerfile changed; keep serving the old set on errors."""
+        snapshot = self._snapshot()
+        if snapshot == self._mtimes:
+            return False
+        self._mtimes = snapshot
+        try:
+            bundle = self.load()
+            await self._serve_agents(bundle)
+        except ClrkError as exc:
+            log.error("reload failed, still serving the previous manifests: %s", exc)
+            return False
+        assert self.egress is not None
+        self.egress.update_config(egress_config(bundle.manifests))
+        if self._scheduler is not None:
+            self._scheduler.replace(bundle.manifests.schedules)
+        log.info("reloaded: %s", ", ".join(sorted(self.runtimes)))
+        return True
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval)
+            await self.reload_if_changed()
+
+    async def stop(self) -> None:
+        """Stop taking requests, let in-flight invocations finish, then stop every piece."""
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            await self._serving
+            self._server = self._serving = None
+        runtimes, self.runtimes = self.runtimes, {}
+        await asyncio.gather(*(r.stop() for r in runtimes.values()), return_exceptions=True)
+        await self._forwarder.aclose()
+        if self.egress is not None:
+            await self.egress.stop()
+            self.egress = None
+
+    def _finished(self, record: InvocationRecord) -> None:
+        self.records.append(record)
+        if self.on_finished is not None:
+            self.on_finished(record)
+
+    def curl_commands(self) -> list[str]:
+        """The exact command to call each agent."""
+        return [
+            f"curl -sS http://localhost:{self.port}/ -H 'content-type: application/json' "
+            f"-H 'X-Clrk-TaskAgent: {ref}' --data '{{}}'"
+            for ref in sorted(self.runtimes)
+        ]

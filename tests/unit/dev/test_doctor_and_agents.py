@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from clrk.dev.agents import runtime_settings
+from clrk.dev.doctor import check, requirements
+from clrk.manifests import load_bundle
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_requirements_from_run_lines() -> None:
+    reqs = requirements(
+        [
+            "apk add --no-cache bash jq=1.7-r0 ca-certificates libstdc++ \\\n"
+            " && npm install -g @anthropic-ai/claude-code@2.1.331",
+            "apt-get update && apt-get install -y --no-install-recommends ripgrep git python3-dev",
+            "pip install requests",
+        ]
+    )
+    assert [(r.command, r.package) for r in reqs] == [
+        ("bash", "bash"),
+        ("jq", "jq"),
+        ("claude", "@anthropic-ai/claude-code"),
+        ("rg", "ripgrep"),
+        ("git", "git"),
+    ]
+
+
+def test_check_finds_and_misses(tmp_path: Path) -> None:
+    tool = tmp_path / "jq"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    results = check(requirements(["apk add jq nosuchtool-xyz"]), path=str(tmp_path))
+    assert [(r.requirement.command, r.found) for r in results] == [("jq", str(tool)), ("nosuchtool-xyz", None)]
+
+
+def test_jq_bot_runs_from_its_build_context() -> None:
+    bundle = load_bundle([str(REPO / "examples" / "jq-bot" / "manifests")])
+    agent = bundle.manifests.agents[0]
+    settings = runtime_settings(
+        agent,
+        bundle,
+        egress_proxy="127.0.0.1:1",
+        token_key=b"k",
+        ca_bundle=Path("/ca.pem"),
+        sandbox="plain",
+        agent_path="/usr/bin",
+    )
+    source = str(REPO / "examples" / "jq-bot" / "agent.sh")
+    assert settings.command == [source], "the COPY destination runs from its host source"
+    assert settings.binds == [f"{source}:/usr/local/bin/agent.sh"]
+    assert settings.timeout == 100
+    assert settings.warm_pool == agent.spec.warm_pool_size
+    assert settings.agent_env["ANTHROPIC_API_KEY"] == "clrk-injected-by-proxy"

@@ -1,0 +1,57 @@
+"""The clrk dev TUI, driven by Textual's pilot: each pane shows what the server holds."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from textual.widgets import DataTable, RichLog, Static
+
+from clrk.dev.logs import LogBuffer
+from clrk.dev.serving import DevServer
+from clrk.dev.settings import DevSettings
+from clrk.dev.tui import DevApp
+from clrk.ingress import InvocationRecord
+from clrk.telemetry.spans import SpanStore
+from clrk_runtime.runtime import AgentRuntime
+from clrk_runtime.settings import RuntimeSettings
+
+
+async def test_panes_show_agents_requests_traces_and_logs() -> None:
+    server = DevServer(DevSettings(apply=["unused"]), environ={})
+    runtime = AgentRuntime(RuntimeSettings(command=["cat"], agent="default/cat", sandbox="plain", warm_pool=1))
+    await runtime.start()
+    server.runtimes["default/cat"] = runtime
+    server.records.append(InvocationRecord("inv-1", "default/cat", 200, 0.012, None))
+    store = SpanStore()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(store))
+    with provider.get_tracer("test").start_as_current_span("chat claude-haiku-4-5") as span:
+        span.set_attributes(
+            {
+                "clrk.invocation.id": "inv-1",
+                "gen_ai.usage.input_tokens": 11,
+                "http.request.header.x-api-key": ["[redacted]"],
+            }
+        )
+    logs = LogBuffer()
+    logs.lines.append((1, "12:00:00 INFO clrk_runtime.agent [inv-1] hello from stderr"))
+    logs.count = 1
+    app = DevApp(server, store, logs, ["clrk dev: serving 1 agent(s)"])
+    try:
+        async with app.run_test() as pilot:
+            await pilot.pause()
+            agents = app.query_one("#agents", DataTable)
+            assert agents.row_count == 1
+            assert agents.get_row_at(0)[0] == "default/cat"
+            assert agents.get_row_at(0)[2] == "1/1", "warm sandboxes over the target"
+            requests = app.query_one("#requests", DataTable)
+            assert requests.get_row_at(0)[1:4] == ["inv-1", "default/cat", "200"]
+            traces = app.query_one("#traces", DataTable)
+            assert traces.get_row_at(0)[:2] == ["chat claude-haiku-4-5", "inv-1"]
+            attributes = str(app.query_one("#attributes", Static).render())
+            assert "[redacted]" in attributes and "gen_ai.usage.input_tokens" in attributes
+            text = "\n".join(str(line.text) for line in app.query_one("#logs", RichLog).lines)
+            assert "hello from stderr" in text
+            await pilot.press("q")
+    finally:
+        await runtime.stop()
