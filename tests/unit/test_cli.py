@@ -15,9 +15,7 @@ JQ_BOT = REPO / "examples" / "jq-bot" / "manifests"
 
 
 def clrk(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clrk", *args], input=stdin, capture_output=True, text=True, cwd=REPO
-    )
+    return subprocess.run([sys.executable, "-m", "clrk", *args], input=stdin, capture_output=True, text=True, cwd=REPO)
 
 
 def test_render_jq_bot() -> None:
@@ -26,10 +24,7 @@ def test_render_jq_bot() -> None:
     objects = list(yaml.safe_load_all(result.stdout))
     service = objects[0]
     assert service["kind"] == "Service"
-    assert (
-        service["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
-        == "1"
-    )
+    assert service["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
     assert service["spec"]["template"]["spec"]["timeoutSeconds"] == 100
 
 
@@ -46,9 +41,7 @@ def test_value_from_is_an_error_naming_file_and_field(tmp_path: Path) -> None:
     bad.write_text(text)
     result = clrk("validate", "-f", str(bad))
     assert result.returncode == 1
-    assert result.stderr.startswith(
-        f"error: {bad}: spec.template.spec.env[0].valueFrom: not supported"
-    )
+    assert result.stderr.startswith(f"error: {bad}: spec.template.spec.env[0].valueFrom: not supported")
     assert "CredentialInjectionPolicy" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

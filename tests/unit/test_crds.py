@@ -23,8 +23,7 @@ def test_kept_crds_match_the_models() -> None:
 
 def test_examples_validate_against_our_crds() -> None:
     schemas = {
-        crd["spec"]["names"]["kind"]: crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-        for crd in all_crds()
+        crd["spec"]["names"]["kind"]: crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] for crd in all_crds()
     }
     documents = load_documents([str(REPO / "examples")])
     ours = [d for d in documents if d.kind in schemas]

@@ -18,8 +18,7 @@ def test_import_platform_is_still_the_standard_library() -> None:
         [
             sys.executable,
             "-c",
-            "import platform, sysconfig; "
-            "print(platform.__file__); print(sysconfig.get_paths()['stdlib'])",
+            "import platform, sysconfig; print(platform.__file__); print(sysconfig.get_paths()['stdlib'])",
         ],
         cwd=REPO,
         capture_output=True,

@@ -38,8 +38,7 @@ API_VERSION = f"{API_GROUP}/v1alpha1"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_LABEL_RULE = (
-    "at most 63 characters of lower-case letters, digits and '-', "
-    "starting and ending with a letter or digit"
+    "at most 63 characters of lower-case letters, digits and '-', starting and ending with a letter or digit"
 )
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -101,9 +100,7 @@ Duration = Annotated[
 class Spec(BaseModel):
     """Base of every manifest-facing model: camelCase on the wire, unknown fields refused."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class ObjectMeta(Spec):

@@ -37,9 +37,7 @@ class CredentialInjectionSpec(Spec):
     @classmethod
     def _plain_host(cls, value: str) -> str:
         if "/" in value or ":" in value or value != value.strip().lower():
-            raise ValueError(
-                f"expected a lower-case host name like 'api.anthropic.com', found {value!r}"
-            )
+            raise ValueError(f"expected a lower-case host name like 'api.anthropic.com', found {value!r}")
         return value
 
     @field_validator("agents")

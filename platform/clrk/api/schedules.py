@@ -19,9 +19,7 @@ class TaskScheduleSpec(Spec):
     schedule: str
     """Five-field cron expression, e.g. ``*/5 * * * *``."""
     time_zone: str = Field("UTC", alias="timeZone")
-    data: Any = Field(
-        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
-    )
+    data: Any = Field(default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
     """The JSON the agent receives as the CloudEvent's ``data``."""
 
     @field_validator("agent")
@@ -35,9 +33,7 @@ class TaskScheduleSpec(Spec):
     @classmethod
     def _cron(cls, value: str) -> str:
         if len(value.split()) != 5 or not croniter.is_valid(value):
-            raise ValueError(
-                f"expected a five-field cron expression like '*/5 * * * *', found {value!r}"
-            )
+            raise ValueError(f"expected a five-field cron expression like '*/5 * * * *', found {value!r}")
         return value
 
     @field_validator("time_zone")
@@ -46,9 +42,7 @@ class TaskScheduleSpec(Spec):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"expected an IANA time zone like 'Europe/Paris', found {value!r}"
-            ) from None
+            raise ValueError(f"expected an IANA time zone like 'Europe/Paris', found {value!r}") from None
         return value
 
 

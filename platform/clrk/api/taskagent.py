@@ -39,9 +39,7 @@ class EnvVar(Spec):
 
     name: str = Field(min_length=1)
     value: str = ""
-    value_from: Any = Field(
-        None, alias="valueFrom", exclude=True, json_schema_extra={"x-clrk-forbidden": True}
-    )
+    value_from: Any = Field(None, alias="valueFrom", exclude=True, json_schema_extra={"x-clrk-forbidden": True})
 
     @field_validator("value_from")
     @classmethod
@@ -103,9 +101,7 @@ class TaskAgentSpec(Spec):
         if value <= timedelta(0):
             raise ValueError(f"expected a positive duration, found {value.total_seconds():g}s")
         if value > MAX_TIMEOUT:
-            raise ValueError(
-                f"at most 600s (Knative's request limit), found {value.total_seconds():g}s"
-            )
+            raise ValueError(f"at most 600s (Knative's request limit), found {value.total_seconds():g}s")
         return value
 
 

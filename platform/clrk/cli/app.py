@@ -9,7 +9,8 @@ import sys
 import typer
 
 from clrk import __version__
-from clrk.cli import manifests
+from clrk.cli import dev, manifests
+from clrk.cli.egress import egress
 from clrk.errors import ClrkError
 
 app = typer.Typer(
@@ -30,6 +31,10 @@ def version() -> None:
 app.command()(manifests.render)
 app.command()(manifests.validate)
 app.command()(manifests.crds)
+app.command()(dev.dev)
+app.command()(dev.doctor)
+app.command()(dev.traces)
+app.command()(egress)
 
 
 def main() -> None:

@@ -16,8 +16,7 @@ PathsOption = Annotated[
     typer.Option(
         "--filename",
         "-f",
-        help="A manifest file, a folder (searched recursively for *.yaml/*.yml) or - for stdin. "
-        "Repeatable.",
+        help="A manifest file, a folder (searched recursively for *.yaml/*.yml) or - for stdin. Repeatable.",
     ),
 ]
 

@@ -30,9 +30,7 @@ class Bundle:
 
     def argv(self, agent: TaskAgent) -> list[str]:
         context = self.contexts.get(agent.ref)
-        return entrypoint(
-            agent, context.image if context else None, self.manifests.source_of(agent).source
-        )
+        return entrypoint(agent, context.image if context else None, self.manifests.source_of(agent).source)
 
 
 def entrypoint(agent: TaskAgent, image: ImageConfig | None, source: str) -> list[str]:
@@ -52,8 +50,7 @@ def entrypoint(agent: TaskAgent, image: ImageConfig | None, source: str) -> list
     raise SpecError(
         source,
         "spec.template.spec.command",
-        f"required when there is no {ANNOTATION_BUILD_CONTEXT} annotation to read the "
-        "Dockerfile's ENTRYPOINT from",
+        f"required when there is no {ANNOTATION_BUILD_CONTEXT} annotation to read the Dockerfile's ENTRYPOINT from",
     )
 
 

@@ -79,9 +79,7 @@ def _copies(value: str, workdir: str) -> list[CopiedFile]:
     into_dir = dest.endswith("/") or dest in (".", "./") or len(sources) > 1
     dest = posixpath.normpath(posixpath.join(workdir, dest))
     return [
-        CopiedFile(
-            src, posixpath.join(dest, posixpath.basename(src.rstrip("/"))) if into_dir else dest
-        )
+        CopiedFile(src, posixpath.join(dest, posixpath.basename(src.rstrip("/"))) if into_dir else dest)
         for src in sources
     ]
 
@@ -132,7 +130,5 @@ def read_build_context(path: Path) -> BuildContext:
     try:
         text = dockerfile.read_text(encoding="utf-8")
     except OSError as exc:
-        raise BuildError(
-            f"{dockerfile}: cannot read the build context's Dockerfile: {exc.strerror}"
-        ) from None
+        raise BuildError(f"{dockerfile}: cannot read the build context's Dockerfile: {exc.strerror}") from None
     return BuildContext(path=path, image=parse_dockerfile(text))

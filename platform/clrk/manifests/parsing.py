@@ -75,13 +75,9 @@ def _describe(error: Any) -> str:
 def _validate(doc: RawDocument) -> Resource:
     model = KINDS.get(doc.kind)
     if doc.api_version != API_VERSION:
-        raise SpecError(
-            doc.source, "apiVersion", f"expected {API_VERSION!r}, found {doc.api_version!r}"
-        )
+        raise SpecError(doc.source, "apiVersion", f"expected {API_VERSION!r}, found {doc.api_version!r}")
     if model is None:
-        raise SpecError(
-            doc.source, "kind", f"expected one of {', '.join(KINDS)}, found {doc.kind!r}"
-        )
+        raise SpecError(doc.source, "kind", f"expected one of {', '.join(KINDS)}, found {doc.kind!r}")
     try:
         return model.model_validate(doc.body)
     except ValidationError as exc:
@@ -136,7 +132,6 @@ def parse_documents(documents: Iterable[RawDocument]) -> Manifests:
             raise SpecError(
                 out.source_of(schedule).source,
                 "spec.agent",
-                f"no TaskAgent {target} in these manifests "
-                f"(known: {', '.join(sorted(known)) or 'none'})",
+                f"no TaskAgent {target} in these manifests (known: {', '.join(sorted(known)) or 'none'})",
             )
     return out

@@ -25,9 +25,7 @@ def egress_config(manifests: Manifests) -> EgressConfig:
     allow: dict[str, list[str]] = {agent.ref: [] for agent in manifests.agents}
     for policy in manifests.policies:
         namespace, spec = policy.metadata.namespace, policy.spec
-        names = spec.agents or [
-            a.metadata.name for a in manifests.agents if a.metadata.namespace == namespace
-        ]
+        names = spec.agents or [a.metadata.name for a in manifests.agents if a.metadata.namespace == namespace]
         refs = tuple(f"{namespace}/{name}" for name in names)
         injections.append(
             Injection(
@@ -47,9 +45,7 @@ def egress_config(manifests: Manifests) -> EgressConfig:
         budget = agent.spec.budget
         agents[agent.ref] = AgentEgress(
             allow=tuple(hosts),
-            budget=Budget(tokens=budget.tokens, window_seconds=budget.window.total_seconds())
-            if budget
-            else None,
+            budget=Budget(tokens=budget.tokens, window_seconds=budget.window.total_seconds()) if budget else None,
         )
     return EgressConfig(agents=agents, injections=tuple(injections))
 
@@ -81,9 +77,7 @@ def egress_configmaps(manifests: Manifests) -> list[dict[str, Any]]:
             "clrk.dev/agent": agent.metadata.name,
             "clrk.dev/namespace": agent.metadata.namespace,
         }
-        out.append(
-            _configmap(f"agent.{agent.metadata.namespace}.{agent.metadata.name}", labels, part)
-        )
+        out.append(_configmap(f"agent.{agent.metadata.namespace}.{agent.metadata.name}", labels, part))
     for policy, injection in zip(manifests.policies, whole.injections, strict=True):
         labels = {
             "clrk.dev/policy": policy.metadata.name,

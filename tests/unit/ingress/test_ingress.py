@@ -82,9 +82,7 @@ def _client(
 
 
 @pytest.fixture
-async def client(
-    shim: RecordingShim, records: list[InvocationRecord]
-) -> AsyncIterator[httpx.AsyncClient]:
+async def client(shim: RecordingShim, records: list[InvocationRecord]) -> AsyncIterator[httpx.AsyncClient]:
     async with _client(shim, records) as c:
         yield c
 
@@ -118,9 +116,7 @@ async def test_json_body_becomes_a_binary_cloudevent(
     assert invocation_id[14] == "7"
 
 
-async def test_caller_cloudevents_pass_through(
-    client: httpx.AsyncClient, shim: RecordingShim
-) -> None:
+async def test_caller_cloudevents_pass_through(client: httpx.AsyncClient, shim: RecordingShim) -> None:
     binary = {
         "X-Clrk-TaskAgent": AGENT,
         "ce-specversion": "1.0",
@@ -223,9 +219,7 @@ async def test_other_methods_and_paths(client: httpx.AsyncClient) -> None:
 async def test_body_cap(shim: RecordingShim, records: list[InvocationRecord]) -> None:
     async with _client(shim, records, max_body_bytes=10) as client:
         error = _assert_error(
-            await client.post(
-                "/", content=b'{"x": "' + b"a" * 20 + b'"}', headers={"X-Clrk-TaskAgent": AGENT}
-            ),
+            await client.post("/", content=b'{"x": "' + b"a" * 20 + b'"}', headers={"X-Clrk-TaskAgent": AGENT}),
             413,
             "payload_too_large",
         )
@@ -244,12 +238,8 @@ async def test_body_cap(shim: RecordingShim, records: list[InvocationRecord]) ->
 
 
 async def test_bearer_keys(shim: RecordingShim, records: list[InvocationRecord]) -> None:
-    keys = CallerKeys(
-        [CallerKey("default/reporting", key_digest("s3cret-key"), frozenset({AGENT}))]
-    )
-    other = CallerKeys(
-        [CallerKey("default/other", key_digest("other-key"), frozenset({"default/else"}))]
-    )
+    keys = CallerKeys([CallerKey("default/reporting", key_digest("s3cret-key"), frozenset({AGENT}))])
+    other = CallerKeys([CallerKey("default/other", key_digest("other-key"), frozenset({"default/else"}))])
     async with _client(shim, records, callers=keys) as client:
         _assert_error(
             await client.post("/", content=b"{}", headers={"X-Clrk-TaskAgent": AGENT}),
@@ -293,9 +283,7 @@ def test_open_mode_is_the_default_only_on_loopback() -> None:
     assert not IngressSettings(host="127.0.0.1", auth="keys").open_mode
 
 
-async def test_server_span_parents_the_invocation(
-    client: httpx.AsyncClient, shim: RecordingShim
-) -> None:
+async def test_server_span_parents_the_invocation(client: httpx.AsyncClient, shim: RecordingShim) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -306,9 +294,7 @@ async def test_server_span_parents_the_invocation(
     app_module._tracer = tracer
     try:
         parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-        await client.post(
-            "/", content=b"{}", headers={"X-Clrk-TaskAgent": AGENT, "traceparent": parent}
-        )
+        await client.post("/", content=b"{}", headers={"X-Clrk-TaskAgent": AGENT, "traceparent": parent})
     finally:
         app_module._tracer = original
     (span,) = exporter.get_finished_spans()

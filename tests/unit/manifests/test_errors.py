@@ -69,9 +69,7 @@ def test_bad_fields(tmp_path: Path, spec: dict[str, Any], field: str, words: str
 
 
 def test_unknown_field_deep_inside(tmp_path: Path) -> None:
-    doc = _agent(
-        template={"spec": {"image": "x:1", "command": ["cat"], "imagePullPolicy": "Always"}}
-    )
+    doc = _agent(template={"spec": {"image": "x:1", "command": ["cat"], "imagePullPolicy": "Always"}})
     assert _error(tmp_path, doc).field == "spec.template.spec.imagePullPolicy"
 
 
@@ -162,9 +160,7 @@ def test_folder_recursive_multi_document_and_stdin(tmp_path: Path) -> None:
     stdin = io.StringIO(yaml.safe_dump(other))
     bundle = load_bundle([str(tmp_path), "-"], stdin=stdin)
     assert [a.metadata.name for a in bundle.manifests.agents] == ["bot", "other"]
-    assert bundle.manifests.passthrough == [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
-    ]
+    assert bundle.manifests.passthrough == [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]
 
 
 def test_missing_path_and_empty_folder(tmp_path: Path) -> None:

@@ -11,9 +11,7 @@ from clrk.manifests import compile_bundle, load_bundle
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
-@pytest.mark.parametrize(
-    "example", sorted(p.name for p in EXAMPLES.iterdir() if (p / "manifests").is_dir())
-)
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir() if (p / "manifests").is_dir()))
 def test_example_compiles_without_warnings(example: str) -> None:
     bundle = load_bundle([str(EXAMPLES / example / "manifests")])
     assert bundle.manifests.agents
@@ -37,7 +35,5 @@ def test_jq_bot_service() -> None:
     front = next(o for o in objects if o["kind"] == "Service" and o["apiVersion"] == "v1")
     assert (front["metadata"]["namespace"], front["metadata"]["name"]) == ("clrk", "clrk-jq-bot")
     assert front["spec"]["ports"][0]["port"] == 80
-    policy = next(
-        o for o in objects if o["kind"] == "ConfigMap" and "policy" in o["metadata"]["name"]
-    )
+    policy = next(o for o in objects if o["kind"] == "ConfigMap" and "policy" in o["metadata"]["name"])
     assert "anthropic-credentials" in policy["data"]["config.json"]

@@ -87,7 +87,4 @@ def test_annotation_keys_are_knatives_own() -> None:
     for service in _compiled("Service"):
         keys = set(service["spec"]["template"]["metadata"]["annotations"])
         assert keys <= KNATIVE_ANNOTATIONS, keys - KNATIVE_ANNOTATIONS
-        assert all(
-            isinstance(v, str)
-            for v in service["spec"]["template"]["metadata"]["annotations"].values()
-        )
+        assert all(isinstance(v, str) for v in service["spec"]["template"]["metadata"]["annotations"].values())

@@ -1,0 +1,68 @@
+"""The gateway's own answers: 407, 403 and 429, always at once and always with a JSON body.
+
+Pure builders of :class:`mitmproxy.http.Response`. Denials are answered, never dropped: the
+Claude CLI stalls for seconds on a dropped connection. No body ever carries a credential.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from mitmproxy import http
+
+__all__ = ["REALM", "budget_exceeded", "forbidden", "proxy_auth_required"]
+
+REALM = "clrk-egress"
+_SHORT_WAIT_S = 60
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> http.Response:
+    return http.Response.make(
+        status,
+        json.dumps(body, separators=(",", ":")).encode(),
+        {"content-type": "application/json", "connection": "close", **(headers or {})},
+    )
+
+
+def proxy_auth_required(reason: str) -> http.Response:
+    """407: the request carried no valid proxy credentials for an invocation."""
+    return _json(
+        407,
+        {"error": {"type": "proxy_authentication_required", "message": reason}},
+        {"proxy-authenticate": f'Basic realm="{REALM}"'},
+    )
+
+
+def forbidden(host: str, agent: str, reason: str, invocation_id: str = "") -> http.Response:
+    """403 naming the host and the agent, for CONNECT and plain HTTP alike."""
+    error: dict[str, str] = {
+        "type": "egress_denied",
+        "message": f"egress to {host} is not allowed for agent {agent or '?'}: {reason}",
+        "host": host,
+        "agent": agent,
+    }
+    if invocation_id:
+        error["invocationId"] = invocation_id
+    return _json(403, {"error": error})
+
+
+def budget_exceeded(agent: str, retry_after_s: float) -> http.Response:
+    """429 shaped like Anthropic's own rate_limit_error, so clients back off the usual way."""
+    seconds = max(1, math.ceil(retry_after_s))
+    headers = {"retry-after": str(seconds)}
+    if seconds > _SHORT_WAIT_S:
+        # Anthropic's SDKs honour this: fail now rather than back off for minutes.
+        headers["x-should-retry"] = "false"
+    return _json(
+        429,
+        {
+            "type": "error",
+            "error": {
+                "type": "rate_limit_error",
+                "message": f"clrk token budget of agent {agent} exhausted; retry in {seconds}s",
+            },
+        },
+        headers,
+    )

@@ -1,0 +1,211 @@
+"""The egress gateway: an embedded mitmproxy in the caller's asyncio loop, made of small addons.
+
+::
+
+    gateway = EgressGateway(settings, config, secrets)
+    port = await gateway.start()        # CA + bundle under <state_dir>/egress, then listen
+    gateway.update_config(new_config)   # reloads: allow-lists, injections, budgets
+    gateway.revoke(invocation_id)       # credentials die with the invocation
+    gateway.usage.calls(invocation_id)  # model calls seen, tokens and all
+    await gateway.stop()
+
+The addon chain, in order (each one concern, in the shape of mitmproxy's own addons):
+identity → allow-list → accounting → budget → tracing → injection, plus the upstream seam.
+mitmproxy keeps process-wide state (``mitmproxy.ctx``), so run one gateway per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+
+from clrk.egress._mitm import master, next_layer, options, proxyserver, tlsconfig
+from clrk.egress.accounting import Accounting
+from clrk.egress.allowlist import AllowList
+from clrk.egress.budgeting import BudgetGuard
+from clrk.egress.budgets import BudgetStore, SqliteBudgets
+from clrk.egress.ca import CaFiles, ensure_ca, write_trust_bundle
+from clrk.egress.config import EgressConfig
+from clrk.egress.identity import ProxyIdentity
+from clrk.egress.injection import CredentialInjector
+from clrk.egress.secrets import SecretSource
+from clrk.egress.settings import EgressSettings
+from clrk.egress.tracing import ModelCallTracer
+from clrk.egress.upstreams import UpstreamRedirect
+from clrk.egress.usage import UsageStore
+from clrk.errors import EgressPolicyError
+
+__all__ = ["EgressGateway"]
+
+log = logging.getLogger(__name__)
+
+
+def _untyped(factory: Any) -> Any:
+    return factory()
+
+
+class _Ready:
+    """Signals that mitmproxy's ``running`` hook has fired (servers are up, or failed)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def running(self) -> None:
+        self.event.set()
+
+
+class EgressGateway:
+    def __init__(
+        self,
+        settings: EgressSettings,
+        config: EgressConfig,
+        secrets: SecretSource,
+        *,
+        token_key: bytes | None = None,
+        budgets: BudgetStore | None = None,
+        usage: UsageStore | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``token_key`` defaults to the settings' (``CLRK_EGRESS_TOKEN_KEY[_FILE]``);
+        ``budgets`` to Redis when ``egress_redis_url`` is set, else SQLite under the state dir."""
+        self.settings = settings
+        self.usage = usage or UsageStore()
+        self._given_budgets = budgets
+        self._budgets: BudgetStore | None = None
+        self._config = config
+        self._secrets = secrets
+        self._key = token_key if token_key is not None else settings.token_key()
+        self._tracer_provider = tracer_provider
+        self._clock = clock
+        self._master: master.Master | None = None
+        self._addons: list[object] = []
+        self.identity = ProxyIdentity(self._key, clock=clock)
+        self.ca: CaFiles | None = None
+        self.port: int | None = None
+
+    @property
+    def config(self) -> EgressConfig:
+        return self._config
+
+    def _open_budgets(self) -> BudgetStore:
+        if self._given_budgets is not None:
+            return self._given_budgets
+        if self.settings.egress_redis_url:
+            from clrk.egress.redis_budgets import RedisBudgets
+
+            return RedisBudgets(self.settings.egress_redis_url)
+        path = self.settings.egress_dir / "budgets.sqlite3"
+        store = SqliteBudgets(path)
+        path.chmod(0o600)
+        return store
+
+    def _options(self, ca: CaFiles) -> options.Options:
+        s = self.settings
+        upstream_ca: str | None = None
+        if s.egress_upstream_ca is not None:
+            try:
+                extra = s.egress_upstream_ca.read_bytes()
+            except OSError as exc:
+                reason = f"--egress-upstream-ca {s.egress_upstream_ca}: {exc.strerror}"
+                raise EgressPolicyError(reason) from None
+            upstream_ca = str(write_trust_bundle(s.egress_dir / "upstream-trust.pem", extra))
+        return options.Options(
+            listen_host=s.egress_listen_host,
+            listen_port=s.egress_listen_port,
+            confdir=str(ca.confdir),
+            mode=["regular"],
+            upstream_cert=False,
+            ssl_insecure=False,
+            ssl_verify_upstream_trusted_ca=upstream_ca,
+        )
+
+    async def start(self) -> int:
+        """Create the CA and bundle if needed, listen, and return the bound port."""
+        if self._master is not None:
+            raise EgressPolicyError("the egress gateway is already running")
+        upstreams = self.settings.upstreams()
+        self.ca = ensure_ca(self.settings.egress_dir)
+        budgets = self._budgets = self._open_budgets()
+        ready = _Ready()
+        m = master.Master(self._options(self.ca), event_loop=asyncio.get_running_loop())
+        # Master puts a handler on the root logger that turns every log record of the process
+        # into a deprecated mitmproxy event; none of our addons listen, and clrk dev shares the
+        # process with other servers, so take it off again.
+        legacy: Any = getattr(m, "_legacy_log_events", None)
+        if legacy is not None:
+            legacy.uninstall()
+        self._addons = [
+            UpstreamRedirect(upstreams),
+            self.identity,
+            AllowList(self._config),
+            Accounting(self.usage, clock=self._clock),
+            BudgetGuard(self._config, budgets, clock=self._clock),
+            ModelCallTracer(self._tracer_provider),
+            CredentialInjector(self._config, self._secrets),
+        ]
+        manager: Any = m.addons
+        ps: Any = _untyped(proxyserver.Proxyserver)
+        manager.add(ps, next_layer.NextLayer(), tlsconfig.TlsConfig(), ready, *self._addons)
+        # Options of addons exist only once the addons are loaded. Lazy: nothing reaches an
+        # upstream before the request hooks (allow-list, budget) have passed it.
+        opts: Any = m.options
+        opts.update(connection_strategy="lazy")
+        self._master = m
+        listening = await ps.setup_servers()
+        await m.running()
+        await ready.event.wait()
+        addrs = ps.listen_addrs()
+        if not listening or not addrs:
+            await self.stop()
+            raise EgressPolicyError(
+                f"cannot listen on {self.settings.egress_listen_host}:{self.settings.egress_listen_port}"
+            )
+        self.port = int(addrs[0][1])
+        log.info("egress gateway listening on %s:%d", self.settings.egress_listen_host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening, close open connections, close the budget store we opened."""
+        m, self._master = self._master, None
+        if m is None:
+            return
+        manager: Any = m.addons
+        ps: Any = manager.get("proxyserver")
+        await ps.servers.update([])
+        for handler in list(ps.connections.values()):
+            for conn in list(handler.transports):
+                with contextlib.suppress(Exception):
+                    handler.close_connection(conn)
+        for _ in range(50):
+            if not ps.connections:
+                break
+            await asyncio.sleep(0.01)
+        await m.done()
+        if self._budgets is not None and self._given_budgets is None:
+            await self._budgets.close()
+        self._budgets = None
+        self.port = None
+
+    def update_config(self, config: EgressConfig) -> None:
+        """Apply a new configuration to every later request (open tunnels included)."""
+        self._config = config
+        for addon in self._addons:
+            if hasattr(addon, "config"):
+                addon.config = config
+
+    def revoke(self, invocation_id: str) -> None:
+        """End an invocation's proxy credentials now (its open tunnels included)."""
+        self.identity.revoke(invocation_id)
+
+    def proxy_url(self, invocation_id: str, token: str, host: str = "127.0.0.1") -> str:
+        """``http://<invocation>:<token>@host:port`` for the agent's HTTPS_PROXY."""
+        if self.port is None:
+            raise EgressPolicyError("the egress gateway is not running")
+        return f"http://{invocation_id}:{token}@{host}:{self.port}"

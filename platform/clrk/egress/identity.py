@@ -1,0 +1,123 @@
+"""Identity: who is calling, from the per-invocation proxy credentials (``id:token@proxy``).
+
+An addon in the shape of mitmproxy's ``proxyauth``: a CONNECT is authenticated once and the
+tunnel remembers its :class:`~clrk_runtime.proxytokens.ProxyClaims`; a plain HTTP proxy request
+is authenticated on its own. Missing, unknown, badly signed or expired credentials get a 407 with
+``Proxy-Authenticate``. A token dies with its invocation: its expiry, plus :meth:`revoke` for
+invocations that end early (checked on every request, tunnels included).
+
+Other addons read the caller from ``flow.metadata[CLAIMS]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+import weakref
+from collections.abc import Callable
+
+from mitmproxy import connection, http
+
+from clrk.egress.denials import forbidden, proxy_auth_required
+from clrk_runtime.proxytokens import InvalidToken, ProxyClaims, verify
+
+__all__ = ["CLAIMS", "ProxyIdentity", "parse_proxy_authorization"]
+
+log = logging.getLogger(__name__)
+
+CLAIMS = "clrk.claims"
+"""``flow.metadata`` key holding the caller's :class:`ProxyClaims`."""
+
+
+def parse_proxy_authorization(value: str) -> tuple[str, str] | None:
+    """``Basic base64(user:password)`` → ``(user, password)``; None when malformed."""
+    scheme, _, encoded = value.strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+class ProxyIdentity:
+    """Authenticates every flow; the first addon of the chain."""
+
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        clock: Callable[[], float] = time.time,
+        revocation_ttl_s: float = 3600.0,
+    ) -> None:
+        self._key = key
+        self._clock = clock
+        self._revocation_ttl_s = revocation_ttl_s
+        self._revoked: dict[str, float] = {}
+        self._tunnels: weakref.WeakKeyDictionary[connection.Client, ProxyClaims] = weakref.WeakKeyDictionary()
+
+    def revoke(self, invocation_id: str) -> None:
+        """End an invocation's credentials now (open tunnels included)."""
+        now = self._clock()
+        cutoff = now - self._revocation_ttl_s
+        self._revoked = {i: t for i, t in self._revoked.items() if t > cutoff}
+        self._revoked[invocation_id] = now
+
+    def is_revoked(self, invocation_id: str) -> bool:
+        return invocation_id in self._revoked
+
+    def authenticate(self, header: str) -> ProxyClaims:
+        """Claims for a ``Proxy-Authorization`` value; :class:`InvalidToken` says why not."""
+        creds = parse_proxy_authorization(header) if header else None
+        if creds is None:
+            raise InvalidToken("missing proxy credentials" if not header else "malformed credentials")
+        user, token = creds
+        claims = verify(token, self._key, now=self._clock(), invocation_id=user)
+        if self.is_revoked(claims.invocation_id):
+            raise InvalidToken("invocation ended")
+        return claims
+
+    def _deny(self, flow: http.HTTPFlow, reason: str) -> None:
+        log.warning(
+            "egress 407: %s %s from %s: %s",
+            flow.request.method,
+            flow.request.pretty_host,
+            flow.client_conn.peername,
+            reason,
+        )
+        flow.response = proxy_auth_required(reason)
+
+    def _check(self, flow: http.HTTPFlow) -> ProxyClaims | None:
+        header = flow.request.headers.get("proxy-authorization", "")
+        try:
+            claims = self.authenticate(header)
+        except InvalidToken as exc:
+            self._deny(flow, str(exc))
+            return None
+        del flow.request.headers["proxy-authorization"]
+        flow.metadata[CLAIMS] = claims
+        return claims
+
+    # -- mitmproxy hooks ------------------------------------------------------------------------
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        claims = self._check(flow)
+        if claims is not None:
+            self._tunnels[flow.client_conn] = claims
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        claims = self._tunnels.get(flow.client_conn)
+        if claims is None:
+            self._check(flow)
+            return
+        if self.is_revoked(claims.invocation_id) or self._clock() >= claims.expires_at:
+            log.warning("egress 403: invocation %s ended; tunnel refused", claims.invocation_id)
+            flow.response = forbidden(flow.request.pretty_host, claims.agent, "invocation ended", claims.invocation_id)
+            return
+        flow.metadata[CLAIMS] = claims

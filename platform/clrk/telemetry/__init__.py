@@ -1,0 +1,1 @@
+"""Telemetry helpers shared by clrk components (OpenTelemetry API only)."""

@@ -1,0 +1,106 @@
+"""The product's main job, end to end: the guide's request to jq-bot under `clrk dev`."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import httpx
+
+from tests.integration.dev.conftest import ECHO_AGENT, JQ_FILTER, Dev
+
+GUIDE_BODY = (
+    '{"input":[{"name":"alice","age":30,"role":"eng"},{"name":"bob","age":42,"role":"pm"},'
+    '{"name":"carol","age":25,"role":"eng"}],"want":"names of engineers, ascending by age"}'
+)
+GUIDE_ANSWER = '{"filter":"[.[] | select(.role == \\"eng\\")] | sort_by(.age) | map(.name)","output":["carol","alice"]}'
+
+
+def _jq_bot(dev: Dev, body: str = GUIDE_BODY) -> httpx.Response:
+    headers = {"content-type": "application/json", "X-Clrk-TaskAgent": "default/jq-bot"}
+    return httpx.post(dev.url + "/", headers=headers, content=body, timeout=60)
+
+
+def test_the_guides_request_gives_the_guides_answer(dev: Dev) -> None:
+    response = _jq_bot(dev)
+    assert response.status_code == 200, response.text
+    assert response.text.strip() == GUIDE_ANSWER
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["x-clrk-invocation-id"]
+    calls = dev.fake.messages_requests()
+    assert calls, "the model was called through the egress gateway"
+    assert all(call.headers["x-api-key"] == dev.key for call in calls), "the real key was injected"
+    assert all("clrk-injected-by-proxy" not in str(call.headers) for call in calls)
+    assert JQ_FILTER in response.text
+
+
+def test_spans_reach_the_otlp_receiver(dev: Dev) -> None:
+    response = _jq_bot(dev)
+    invocation = response.headers["x-clrk-invocation-id"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        mine = [s for s in dev.otlp.spans if s["attributes"].get("clrk.invocation.id") == invocation]
+        if any(s["name"].startswith("chat ") for s in mine) and any(s["name"] == "POST /" for s in mine):
+            break
+        time.sleep(0.1)
+    names = {s["name"] for s in mine}
+    assert "POST /" in names
+    chat = next(s for s in mine if s["name"].startswith("chat "))
+    attrs = chat["attributes"]
+    assert attrs["gen_ai.system"] == "anthropic"
+    assert attrs["gen_ai.usage.input_tokens"] > 0 and attrs["gen_ai.usage.output_tokens"] > 0
+    assert attrs["clrk.agent"] == "default/jq-bot"
+    assert attrs["http.request.header.x-api-key"] == ["[redacted]"]
+    assert len({s["traceId"] for s in mine}) == 1, "ingress, shim and model call share one trace"
+
+
+def test_ingress_errors_over_real_sockets(dev: Dev) -> None:
+    missing = httpx.post(dev.url + "/", json={})
+    assert missing.status_code == 400 and missing.json()["error"]["type"] == "missing_agent"
+    unknown = httpx.post(dev.url + "/", json={}, headers={"X-Clrk-TaskAgent": "default/nope"})
+    assert unknown.status_code == 404
+    assert httpx.get(dev.url + "/", headers={"X-Clrk-TaskAgent": "default/jq-bot"}).status_code == 405
+    bad = _jq_bot(dev, body="{not json")
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_json"
+    # The agent's own error: a body without "want".
+    failed = _jq_bot(dev, body='{"input": [1]}')
+    assert failed.status_code == 502
+    assert failed.json()["error"]["invocationId"] == failed.headers["x-clrk-invocation-id"]
+
+
+def test_concurrent_calls_to_one_and_two_agents(dev: Dev) -> None:
+    def echo(i: int) -> httpx.Response:
+        return httpx.post(dev.url + "/", json={"i": i}, headers={"X-Clrk-TaskAgent": "default/echo"}, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        bots = [pool.submit(_jq_bot, dev) for _ in range(3)]
+        echoes = [pool.submit(echo, i) for i in range(6)]
+        for future in bots:
+            assert future.result().text.strip() == GUIDE_ANSWER
+        for i, future in enumerate(echoes):
+            event = future.result().json()
+            assert event["data"] == {"i": i}, "each caller gets its own envelope back"
+    ids = {f.result().headers["x-clrk-invocation-id"] for f in bots + echoes}
+    assert len(ids) == 9
+
+
+def test_reload_after_a_manifest_edit(dev: Dev) -> None:
+    manifest = dev.manifests / "echo" / "taskagent.yaml"
+    manifest.write_text(ECHO_AGENT.format(script="echo reloaded"))
+    dev.wait_for_log("reloaded:")
+    response = httpx.post(dev.url + "/", json={}, headers={"X-Clrk-TaskAgent": "default/echo"}, timeout=30)
+    assert response.text.strip() == "reloaded"
+    manifest.write_text("kind: [broken")
+    dev.wait_for_log("reload failed")
+    still = httpx.post(dev.url + "/", json={}, headers={"X-Clrk-TaskAgent": "default/echo"}, timeout=30)
+    assert still.text.strip() == "reloaded", "a broken edit keeps the previous manifests serving"
+
+
+def test_the_key_never_leaves_the_gateway(dev: Dev) -> None:
+    _jq_bot(dev)
+    assert dev.key not in dev.log_text()
+    for path in dev.state_dir.rglob("*"):
+        if path.is_file():
+            assert dev.key.encode() not in path.read_bytes(), path
+    for span in dev.otlp.spans:
+        assert dev.key not in str(span)
