@@ -9,7 +9,7 @@ import sys
 import typer
 
 from clrk import __version__
-from clrk.cli import dev, manifests
+from clrk.cli import authoring, dev, manifests
 from clrk.cli.egress import egress
 from clrk.errors import ClrkError
 
@@ -35,6 +35,8 @@ app.command()(dev.dev)
 app.command()(dev.doctor)
 app.command()(dev.traces)
 app.command()(egress)
+app.command()(authoring.new)
+app.command()(authoring.invoke)
 
 
 def main() -> None:

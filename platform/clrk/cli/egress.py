@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from opentelemetry import trace
 
 from clrk.egress.secrets import StaticSecrets
 from clrk.egress.serving import make_secrets, serve
 from clrk.egress.settings import EgressSettings, parse_hostport
 from clrk.telemetry.redaction import SecretScrubber
+from clrk.telemetry.spans import configure_tracing
 
 
 def egress(
@@ -53,4 +55,9 @@ def egress(
     if isinstance(secrets, StaticSecrets):  # defence in depth: no value in any log line
         for handler in logging.getLogger().handlers:
             handler.addFilter(SecretScrubber(secrets.values()))
-    asyncio.run(serve(settings, secrets))
+    provider, _ = configure_tracing("clrk-egress", os.environ)
+    trace.set_tracer_provider(provider)
+    try:
+        asyncio.run(serve(settings, secrets))
+    finally:
+        provider.shutdown()

@@ -19,6 +19,7 @@ from clrk.dev.logs import PLAIN_FORMAT, LogBuffer
 from clrk.dev.serving import DevServer
 from clrk.dev.settings import DevSettings
 from clrk.ingress import InvocationRecord
+from clrk.telemetry.redaction import SecretScrubber
 from clrk.telemetry.spans import SpanStore, configure_tracing, span_to_dict
 
 __all__ = ["TRACES_PATH", "run_dev", "traces_route"]
@@ -63,6 +64,9 @@ async def run_dev(settings: DevSettings, environ: Mapping[str, str], *, tui: boo
         root.addHandler(handler)
     server = DevServer(settings, environ, on_finished=_log_record, extra_routes=[traces_route(store)])
     await server.start()
+    scrubber = SecretScrubber(server.secret_values())  # defence in depth: no value in any log line
+    for each in root.handlers:
+        each.addFilter(scrubber)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -296,6 +296,10 @@ class DevServer:
             await self.egress.stop()
             self.egress = None
 
+    def secret_values(self) -> list[str]:
+        """Every secret value this process holds, so log filters can scrub them."""
+        return self._secrets.values()
+
     def _finished(self, record: InvocationRecord) -> None:
         self.records.append(record)
         if self.on_finished is not None:

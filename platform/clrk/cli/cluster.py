@@ -1,0 +1,151 @@
+"""``clrk apply``, ``delete``, ``get``, ``logs``, ``install``, ``build``, ``operator``: the cluster
+path. Each command adapts its options to one core function in :mod:`clrk.cluster`; the options
+that pick a cluster (``--kubeconfig``, ``--context``, ``-n``) mean what they mean to kubectl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from clrk.cli.manifests import PathsOption, _load, dump_yaml
+from clrk.cluster import (
+    ApplyOptions,
+    apply_plan,
+    apply_set_id,
+    connect,
+    delete_plan,
+    format_table,
+    list_agents,
+    plan_apply,
+    pod_logs,
+    wait_ready,
+)
+from clrk.cluster import (
+    install as install_platform,
+)
+from clrk.cluster.building import DEFAULT_PLATFORMS, build_context
+from clrk.cluster.configs import install_objects
+from clrk.cluster.planning import passthrough_sources
+from clrk.errors import SpecError
+from clrk.manifests.loading import STDIN, load_documents
+
+Kubeconfig = Annotated[str | None, typer.Option("--kubeconfig", help="Path to the kubeconfig file [$KUBECONFIG].")]
+Context = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use [current].")]
+Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace [default].")]
+ApplySet = Annotated[
+    str | None,
+    typer.Option("--apply-set", help="Name of this set of manifests for --prune [derived from the -f paths]."),
+]
+
+
+def _sources(paths: list[str]) -> dict[tuple[str, str, str, str], str]:
+    return {} if STDIN in paths else passthrough_sources(load_documents(paths))
+
+
+def apply(
+    filename: PathsOption,
+    dry_run: Annotated[
+        Literal["none", "client", "server"], typer.Option("--dry-run", help="client: compile and check only.")
+    ] = "none",
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Delete this set's objects no longer in the manifests.")
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until every agent is Ready; print its URL.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 300.0,
+    force_conflicts: Annotated[bool, typer.Option("--force-conflicts", help="Take over fields others manage.")] = False,
+    apply_set: ApplySet = None,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+    namespace: Namespace = None,
+) -> None:
+    """Apply manifests to the cluster (server-side apply, field manager clrk)."""
+    plan = plan_apply(_load(filename), apply_set_id(filename, apply_set), passthrough_sources=_sources(filename))
+    if dry_run == "client":
+        for item in plan.items:
+            typer.echo(f"{item.what} (client dry run)")
+        return
+    cluster = connect(kubeconfig, context)
+    options = ApplyOptions(
+        dry_run=dry_run, prune=prune, force_conflicts=force_conflicts, namespace=namespace or "default"
+    )
+    apply_plan(cluster, plan, options, typer.echo)
+    targets = [
+        (item.key[2], item.key[3]) for item in plan.children if item.key[:2] == ("serving.knative.dev/v1", "Service")
+    ]
+    if wait and dry_run == "none" and targets:
+        wait_ready(cluster, targets, typer.echo, timeout=timeout)
+
+
+def delete(filename: PathsOption, kubeconfig: Kubeconfig = None, context: Context = None) -> None:
+    """Delete what the manifests created: compiled objects, then the clrk objects."""
+    plan = plan_apply(_load(filename), apply_set_id(filename))
+    delete_plan(connect(kubeconfig, context), plan, typer.echo)
+
+
+def get(
+    what: Annotated[str, typer.Argument(help="taskagents (ta)")],
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="Every namespace.")] = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+    namespace: Namespace = None,
+) -> None:
+    """List TaskAgents with their readiness and URL."""
+    if what not in ("taskagents", "taskagent", "ta"):
+        raise SpecError(what, "", "clrk get lists taskagents; use kubectl for other kinds")
+    rows = list_agents(connect(kubeconfig, context), None if all_namespaces else namespace or "default")
+    typer.echo(format_table(rows, namespaces=all_namespaces) if rows else "No TaskAgents found.")
+
+
+def logs(
+    name: Annotated[str, typer.Argument(help="The TaskAgent's name.")],
+    tail: Annotated[int | None, typer.Option("--tail", help="Lines from the end of each pod's log.")] = None,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+    namespace: Namespace = None,
+) -> None:
+    """Print the logs of the pods serving a TaskAgent (the shim's and the agent's stderr)."""
+    for pod, text in pod_logs(connect(kubeconfig, context), name, namespace or "default", tail):
+        typer.echo(f"==> {pod} <==\n{text}", nl=not text.endswith("\n"))
+
+
+def install(
+    render: Annotated[bool, typer.Option("--render", help="Print the manifests instead of applying them.")] = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Install clrk onto a cluster that runs Knative Serving (and Eventing, for schedules)."""
+    if render:
+        typer.echo(dump_yaml(install_objects()), nl=False)
+        return
+    install_platform(connect(kubeconfig, context), typer.echo)
+
+
+def build(
+    context: Annotated[Path, typer.Argument(help="The build context: a folder with a Dockerfile.")],
+    push: Annotated[str | None, typer.Option("--push", help="Registry to push to, e.g. ghcr.io/me.")] = None,
+    platform: Annotated[
+        list[str] | None, typer.Option("--platform", help="Target platform (repeatable) [linux/amd64, linux/arm64].")
+    ] = None,
+    filename: Annotated[
+        list[Path] | None,
+        typer.Option("--filename", "-f", help="Manifests to point at the pushed image [the context folder]."),
+    ] = None,
+) -> None:
+    """Build an image tagged by the content of CONTEXT; with --push, push it and pin the manifests to it."""
+    built = build_context(context, push, platform or list(DEFAULT_PLATFORMS), filename or [context], typer.echo)
+    typer.echo(built.image)
+
+
+def operator(
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Watch only this namespace (repeatable) [all].")
+    ] = None,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Reconcile TaskAgents applied by other tools (kubectl, Argo CD, Flux) until stopped."""
+    from clrk.cluster.operating import run_operator  # kopf is heavy: import it only here
+
+    run_operator(kubeconfig, context, namespace or [])
