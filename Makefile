@@ -4,7 +4,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck importlint unit bench crds clean help
+.PHONY: install run test lint typecheck importlint envtest unit bench crds clean help
 
 help:
 	@echo "make run    set up, then serve examples/jq-bot with clrk dev on :18080"
@@ -38,13 +38,17 @@ typecheck: install
 importlint: install
 	$(BIN)/lint-imports
 
-unit: install
+envtest:
+	@hack/envtest.sh --check >/dev/null 2>&1 || { echo "==> building kube-apiserver and etcd for the cluster test tier (once per machine, ~4 min)"; hack/envtest.sh >/dev/null || echo "warning: kube-apiserver could not be built here: tests/integration/cluster will skip, saying why"; }
+
+unit: install envtest
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
 
 test: lint typecheck importlint unit
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python hack/bench_shim.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python hack/bench_egress.py
 
 crds: install
 	$(BIN)/python hack/write-crds.py

@@ -76,5 +76,6 @@ def test_crds_and_version() -> None:
         "TaskAgent",
         "CredentialInjectionPolicy",
         "TaskSchedule",
+        "Caller",
     }
     assert clrk("version").stdout.strip() == "0.1.0"

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from clrk.api.common import Duration, Resource, Spec
+from clrk.api.common import Duration, ObjectMeta, Resource, Spec
 
 __all__ = [
     "ANNOTATION_BUILD_CONTEXT",
@@ -105,9 +105,24 @@ class TaskAgentSpec(Spec):
         return value
 
 
+MAX_AGENT_NAME = 58
+"""``clrk-<name>`` names the agent's ingress Service, and Service names are at most 63 characters."""
+
+
 class TaskAgent(Resource):
     kind: Literal["TaskAgent"] = "TaskAgent"
     spec: TaskAgentSpec
+
+    @field_validator("metadata")
+    @classmethod
+    def _service_name(cls, metadata: ObjectMeta) -> ObjectMeta:
+        name = metadata.name
+        if len(name) > MAX_AGENT_NAME or not name[0].isalpha():
+            raise ValueError(
+                f"a TaskAgent name must start with a letter and have at most {MAX_AGENT_NAME} characters "
+                f"(it also names Services), found {name!r}"
+            )
+        return metadata
 
     @property
     def container(self) -> AgentContainer:

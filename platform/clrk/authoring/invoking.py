@@ -17,6 +17,7 @@ from typing import IO, Any
 import httpx
 
 from clrk.api.common import DNS_LABEL_RULE, is_dns_label
+from clrk.dev import TRACES_PATH
 from clrk.errors import ClrkError
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
 
 AGENT_HEADER = "X-Clrk-TaskAgent"
 INVOCATION_HEADER = "X-Clrk-Invocation-Id"
-TRACES_PATH = "/_clrk/traces"
 """Where ``clrk dev`` serves its recent spans (see :mod:`clrk.dev.running`)."""
 DEFAULT_URL = "http://127.0.0.1:18080"
 _USAGE_KEYS = {"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"}

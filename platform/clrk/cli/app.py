@@ -9,7 +9,7 @@ import sys
 import typer
 
 from clrk import __version__
-from clrk.cli import authoring, dev, manifests
+from clrk.cli import authoring, cluster, dev, manifests
 from clrk.cli.egress import egress
 from clrk.errors import ClrkError
 
@@ -37,6 +37,16 @@ app.command()(dev.traces)
 app.command()(egress)
 app.command()(authoring.new)
 app.command()(authoring.invoke)
+for command in (
+    cluster.apply,
+    cluster.delete,
+    cluster.get,
+    cluster.logs,
+    cluster.install,
+    cluster.build,
+    cluster.operator,
+):
+    app.command()(command)
 
 
 def main() -> None:

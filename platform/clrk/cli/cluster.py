@@ -1,6 +1,8 @@
 """``clrk apply``, ``delete``, ``get``, ``logs``, ``install``, ``build``, ``operator``: the cluster
 path. Each command adapts its options to one core function in :mod:`clrk.cluster`; the options
-that pick a cluster (``--kubeconfig``, ``--context``, ``-n``) mean what they mean to kubectl."""
+that pick a cluster (``--kubeconfig``, ``--context``, ``-n``) mean what they mean to kubectl.
+The kubernetes client is heavy, so :mod:`clrk.cluster` is imported inside each command, keeping
+every other command quick to start."""
 
 from __future__ import annotations
 
@@ -10,37 +12,25 @@ from typing import Annotated, Literal
 import typer
 
 from clrk.cli.manifests import PathsOption, _load, dump_yaml
-from clrk.cluster import (
-    ApplyOptions,
-    apply_plan,
-    apply_set_id,
-    connect,
-    delete_plan,
-    format_table,
-    list_agents,
-    plan_apply,
-    pod_logs,
-    wait_ready,
-)
-from clrk.cluster import (
-    install as install_platform,
-)
-from clrk.cluster.building import DEFAULT_PLATFORMS, build_context
-from clrk.cluster.configs import install_objects
-from clrk.cluster.planning import passthrough_sources
 from clrk.errors import SpecError
 from clrk.manifests.loading import STDIN, load_documents
 
-Kubeconfig = Annotated[str | None, typer.Option("--kubeconfig", help="Path to the kubeconfig file [$KUBECONFIG].")]
-Context = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use [current].")]
-Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace [default].")]
+Kubeconfig = Annotated[
+    str | None, typer.Option("--kubeconfig", help="Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config).")
+]
+Context = Annotated[
+    str | None, typer.Option("--context", help="The kubeconfig context to use (default: the current one).")
+]
+Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")]
 ApplySet = Annotated[
     str | None,
-    typer.Option("--apply-set", help="Name of this set of manifests for --prune [derived from the -f paths]."),
+    typer.Option("--apply-set", help="Name of this set of manifests for --prune (default: derived from the -f paths)."),
 ]
 
 
 def _sources(paths: list[str]) -> dict[tuple[str, str, str, str], str]:
+    from clrk.cluster.planning import passthrough_sources
+
     return {} if STDIN in paths else passthrough_sources(load_documents(paths))
 
 
@@ -61,6 +51,8 @@ def apply(
     namespace: Namespace = None,
 ) -> None:
     """Apply manifests to the cluster (server-side apply, field manager clrk)."""
+    from clrk.cluster import ApplyOptions, apply_plan, apply_set_id, connect, plan_apply, wait_ready
+
     plan = plan_apply(_load(filename), apply_set_id(filename, apply_set), passthrough_sources=_sources(filename))
     if dry_run == "client":
         for item in plan.items:
@@ -71,15 +63,14 @@ def apply(
         dry_run=dry_run, prune=prune, force_conflicts=force_conflicts, namespace=namespace or "default"
     )
     apply_plan(cluster, plan, options, typer.echo)
-    targets = [
-        (item.key[2], item.key[3]) for item in plan.children if item.key[:2] == ("serving.knative.dev/v1", "Service")
-    ]
-    if wait and dry_run == "none" and targets:
-        wait_ready(cluster, targets, typer.echo, timeout=timeout)
+    if wait and dry_run == "none" and plan.agent_services:
+        wait_ready(cluster, plan.agent_services, typer.echo, timeout=timeout)
 
 
 def delete(filename: PathsOption, kubeconfig: Kubeconfig = None, context: Context = None) -> None:
     """Delete what the manifests created: compiled objects, then the clrk objects."""
+    from clrk.cluster import apply_set_id, connect, delete_plan, plan_apply
+
     plan = plan_apply(_load(filename), apply_set_id(filename))
     delete_plan(connect(kubeconfig, context), plan, typer.echo)
 
@@ -92,6 +83,8 @@ def get(
     namespace: Namespace = None,
 ) -> None:
     """List TaskAgents with their readiness and URL."""
+    from clrk.cluster import connect, format_table, list_agents
+
     if what not in ("taskagents", "taskagent", "ta"):
         raise SpecError(what, "", "clrk get lists taskagents; use kubectl for other kinds")
     rows = list_agents(connect(kubeconfig, context), None if all_namespaces else namespace or "default")
@@ -106,6 +99,8 @@ def logs(
     namespace: Namespace = None,
 ) -> None:
     """Print the logs of the pods serving a TaskAgent (the shim's and the agent's stderr)."""
+    from clrk.cluster import connect, pod_logs
+
     for pod, text in pod_logs(connect(kubeconfig, context), name, namespace or "default", tail):
         typer.echo(f"==> {pod} <==\n{text}", nl=not text.endswith("\n"))
 
@@ -116,31 +111,38 @@ def install(
     context: Context = None,
 ) -> None:
     """Install clrk onto a cluster that runs Knative Serving (and Eventing, for schedules)."""
+    from clrk.cluster import connect, installing
+    from clrk.cluster.configs import install_objects
+
     if render:
         typer.echo(dump_yaml(install_objects()), nl=False)
         return
-    install_platform(connect(kubeconfig, context), typer.echo)
+    installing.install(connect(kubeconfig, context), typer.echo)
 
 
 def build(
     context: Annotated[Path, typer.Argument(help="The build context: a folder with a Dockerfile.")],
     push: Annotated[str | None, typer.Option("--push", help="Registry to push to, e.g. ghcr.io/me.")] = None,
     platform: Annotated[
-        list[str] | None, typer.Option("--platform", help="Target platform (repeatable) [linux/amd64, linux/arm64].")
+        list[str] | None,
+        typer.Option("--platform", help="Target platform (repeatable) (default: linux/amd64 and linux/arm64)."),
     ] = None,
     filename: Annotated[
         list[Path] | None,
-        typer.Option("--filename", "-f", help="Manifests to point at the pushed image [the context folder]."),
+        typer.Option("--filename", "-f", help="Manifests to point at the pushed image (default: the context folder)."),
     ] = None,
 ) -> None:
     """Build an image tagged by the content of CONTEXT; with --push, push it and pin the manifests to it."""
+    from clrk.cluster.building import DEFAULT_PLATFORMS, build_context
+
     built = build_context(context, push, platform or list(DEFAULT_PLATFORMS), filename or [context], typer.echo)
     typer.echo(built.image)
 
 
 def operator(
     namespace: Annotated[
-        list[str] | None, typer.Option("--namespace", "-n", help="Watch only this namespace (repeatable) [all].")
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch only this namespace (repeatable) (default: all)."),
     ] = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,

@@ -12,9 +12,8 @@ from typing import Annotated, Any, Literal
 import httpx
 import typer
 
+from clrk.dev import TRACES_PATH
 from clrk.dev.doctor import check, requirements
-from clrk.dev.running import TRACES_PATH, run_dev
-from clrk.dev.serving import missing_tools
 from clrk.dev.settings import DevSettings
 from clrk.errors import ClrkError
 from clrk.manifests import load_bundle
@@ -67,6 +66,8 @@ def dev(
         "agent_path": agent_path(),
     }
     settings = DevSettings(**{k: v for k, v in given.items() if v is not None})
+    from clrk.dev.running import run_dev  # the gateway (mitmproxy) is heavy: import it only here
+
     asyncio.run(run_dev(settings, os.environ, tui=sys.stdout.isatty() and not no_tui))
 
 
@@ -74,6 +75,8 @@ def doctor(
     filename: Annotated[list[str], typer.Option("--filename", "-f", help="Manifests (file, folder or -).")],
 ) -> None:
     """List the tools the agents' Dockerfiles install and whether this host has them."""
+    from clrk.dev.serving import missing_tools
+
     bundle = load_bundle(filename, stdin=sys.stdin)
     path = agent_path()
     for ref, context in sorted(bundle.contexts.items()):

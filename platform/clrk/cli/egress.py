@@ -12,7 +12,6 @@ import typer
 from opentelemetry import trace
 
 from clrk.egress.secrets import StaticSecrets
-from clrk.egress.serving import make_secrets, serve
 from clrk.egress.settings import EgressSettings, parse_hostport
 from clrk.telemetry.redaction import SecretScrubber
 from clrk.telemetry.spans import configure_tracing
@@ -50,6 +49,8 @@ def egress(
     if listen is not None:
         given["egress_listen_host"], given["egress_listen_port"] = parse_hostport(listen, "--listen")
     settings = EgressSettings(**{k: v for k, v in given.items() if v is not None})
+    from clrk.egress.serving import make_secrets, serve  # mitmproxy is heavy: import it only here
+
     secrets = make_secrets(settings, secret or [], os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if isinstance(secrets, StaticSecrets):  # defence in depth: no value in any log line

@@ -2,12 +2,13 @@
 
 The agent runs on the host's filesystem, read-only: its Dockerfile's COPY sources are bound at
 their destinations (bubblewrap), and an entrypoint that is one of those destinations is run
-from its source on the host, so the plain sandbox finds it too.
+from its (staged) source, so the plain sandbox finds it too.
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from pathlib import Path
 
 from clrk.api import TaskAgent
@@ -37,11 +38,10 @@ def runtime_settings(
     ca_bundle: Path,
     sandbox: str,
     agent_path: str,
-    temp_root: Path | None = None,
+    binds: Mapping[str, str],
 ) -> RuntimeSettings:
+    """``binds`` maps each COPY destination to the host path holding that file."""
     argv = bundle.argv(agent)
-    context = bundle.contexts.get(agent.ref)
-    binds = copy_binds(context) if context else {}
     if argv and argv[0] in binds:
         argv = [binds[argv[0]], *argv[1:]]
     spec = agent.spec
@@ -59,6 +59,5 @@ def runtime_settings(
             "egress_token_key": token_key.decode("ascii"),
             "ca_bundle": ca_bundle,
             "agent_path": agent_path,
-            "temp_root": temp_root,
         }
     )

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from clrk.dev import TRACES_PATH
 from clrk.dev.logs import PLAIN_FORMAT, LogBuffer
 from clrk.dev.serving import DevServer
 from clrk.dev.settings import DevSettings
@@ -22,9 +23,8 @@ from clrk.ingress import InvocationRecord
 from clrk.telemetry.redaction import SecretScrubber
 from clrk.telemetry.spans import SpanStore, configure_tracing, span_to_dict
 
-__all__ = ["TRACES_PATH", "run_dev", "traces_route"]
+__all__ = ["run_dev", "traces_route"]
 
-TRACES_PATH = "/_clrk/traces"
 log = logging.getLogger("clrk.dev")
 
 

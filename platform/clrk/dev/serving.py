@@ -22,10 +22,11 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from clrk.api import Caller
-from clrk.dev.agents import runtime_settings
+from clrk.dev.agents import copy_binds, runtime_settings
 from clrk.dev.doctor import check, requirements
 from clrk.dev.scheduling import Scheduler
 from clrk.dev.settings import DevSettings
+from clrk.dev.staging import Stage, stage_bundle
 from clrk.egress.config import SecretRef
 from clrk.egress.gateway import EgressGateway
 from clrk.egress.secrets import StaticSecrets, secrets_from_specs
@@ -108,6 +109,7 @@ class DevServer:
     _internal_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     _app: Starlette | None = None
     _scheduler: Scheduler | None = None
+    _stage: Stage | None = None
 
     # -- loading ---------------------------------------------------------------------------
     def load(self) -> Bundle:
@@ -148,7 +150,11 @@ class DevServer:
             path = Path(given)
             files += sorted(path.rglob("*")) if path.is_dir() else [path]
         if self.bundle is not None:
-            files += [c.path / "Dockerfile" for c in self.bundle.contexts.values()]
+            for context in self.bundle.contexts.values():
+                files.append(context.path / "Dockerfile")
+                for source in copy_binds(context).values():
+                    path = Path(source)
+                    files += sorted(path.rglob("*")) if path.is_dir() else [path]
         out = {}
         for file in files:
             with contextlib.suppress(OSError):
@@ -230,6 +236,7 @@ class DevServer:
         """Start a shim for each agent of ``bundle``, swap them in, stop the ones replaced."""
         assert self.egress is not None and self.egress.port is not None and self.egress.ca is not None
         started: dict[str, AgentRuntime] = {}
+        stage = stage_bundle(bundle, self.egress.ca.bundle)
         try:
             for agent in bundle.manifests.agents:
                 runtime = AgentRuntime(
@@ -238,17 +245,20 @@ class DevServer:
                         bundle,
                         egress_proxy=f"127.0.0.1:{self.egress.port}",
                         token_key=self._token_key,
-                        ca_bundle=self.egress.ca.bundle,
+                        ca_bundle=stage.ca_bundle,
                         sandbox=self.settings.sandbox,
                         agent_path=self.settings.agent_path,
+                        binds=stage.binds.get(agent.ref, {}),
                     )
                 )
                 await runtime.start()
                 started[agent.ref] = runtime
         except BaseException:
             await asyncio.gather(*(r.stop() for r in started.values()), return_exceptions=True)
+            stage.remove()
             raise
         old, self.runtimes, self.bundle = self.runtimes, started, bundle
+        old_stage, self._stage = self._stage, stage
         self._forwarder.set_apps(
             {
                 ref: (AgentTarget(ref, runtime.settings.timeout), ShimApp(runtime, lifespan=False))
@@ -256,6 +266,8 @@ class DevServer:
             }
         )
         await asyncio.gather(*(r.stop() for r in old.values()), return_exceptions=True)
+        if old_stage is not None:
+            old_stage.remove()
 
     async def reload_if_changed(self) -> bool:
         """Reload when a manifest or Dockerfile changed; keep serving the old set on errors."""
@@ -291,6 +303,9 @@ class DevServer:
             self._server = self._serving = None
         runtimes, self.runtimes = self.runtimes, {}
         await asyncio.gather(*(r.stop() for r in runtimes.values()), return_exceptions=True)
+        if self._stage is not None:
+            self._stage.remove()
+            self._stage = None
         await self._forwarder.aclose()
         if self.egress is not None:
             await self.egress.stop()

@@ -153,8 +153,8 @@ def create_app(
                 response = problem_response(problem, invocation_id)
             except Exception:
                 log.exception("invocation %s for %s failed inside clrk", invocation_id, agent)
-                problem = Problem(500, "internal_error", "clrk failed to run this invocation; see its logs")
-                response = problem_response(problem, invocation_id)
+                failure = Problem(500, "internal_error", "clrk failed to run this invocation; see its logs")
+                response = problem_response(failure, invocation_id)
             span.set_attribute("http.response.status_code", response.status_code)
             if response.status_code >= 500:
                 span.set_status(Status(StatusCode.ERROR))

@@ -114,3 +114,4 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
                 if process.poll() is None:
                     process.kill()
             reader.join(5)
+            process.stdout.close()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clrk.dev.agents import runtime_settings
+from clrk.dev.agents import copy_binds, runtime_settings
 from clrk.dev.doctor import check, requirements
 from clrk.manifests import load_bundle
 
@@ -46,6 +46,7 @@ def test_jq_bot_runs_from_its_build_context() -> None:
         ca_bundle=Path("/ca.pem"),
         sandbox="plain",
         agent_path="/usr/bin",
+        binds=copy_binds(bundle.contexts[agent.ref]),
     )
     source = str(REPO / "examples" / "jq-bot" / "agent.sh")
     assert settings.command == [source], "the COPY destination runs from its host source"
@@ -53,3 +54,35 @@ def test_jq_bot_runs_from_its_build_context() -> None:
     assert settings.timeout == 100
     assert settings.warm_pool == agent.spec.warm_pool_size
     assert settings.agent_env["ANTHROPIC_API_KEY"] == "clrk-injected-by-proxy"
+
+
+def test_staging_makes_copies_any_user_can_read(tmp_path: Path) -> None:
+    from clrk.dev.staging import stage_bundle
+
+    context = tmp_path / "private" / "agent"
+    (context / "manifests").mkdir(parents=True)
+    (tmp_path / "private").chmod(0o700)
+    (context / "Dockerfile").write_text('FROM alpine\nCOPY run.sh /app/run.sh\nENTRYPOINT ["/app/run.sh"]\n')
+    (context / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (context / "run.sh").chmod(0o700)
+    (context / "manifests" / "agent.yaml").write_text(
+        "apiVersion: clrk.dev/v1alpha1\nkind: TaskAgent\nmetadata:\n  name: a\n"
+        "  annotations: {clrk.dev/build-context: ..}\nspec:\n  template: {spec: {image: 'x:1'}}\n"
+    )
+    ca = tmp_path / "private" / "ca.pem"
+    ca.write_text("CERT")
+    bundle = load_bundle([str(context / "manifests")])
+    stage = stage_bundle(bundle, ca)
+    try:
+        staged = Path(stage.binds["default/a"]["/app/run.sh"])
+        assert staged.read_text() == "#!/bin/sh\necho hi\n"
+        assert staged.stat().st_mode & 0o005 == 0o005, "others may read and run it"
+        assert stage.ca_bundle.read_text() == "CERT"
+        assert stage.ca_bundle.stat().st_mode & 0o004
+        for parent in staged.parents:
+            if parent == stage.root.parent:
+                break
+            assert parent.stat().st_mode & 0o001, f"{parent} is traversable"
+    finally:
+        stage.remove()
+    assert not stage.root.exists()

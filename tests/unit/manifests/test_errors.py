@@ -168,3 +168,10 @@ def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
         load_bundle([str(tmp_path / "nope")])
     with pytest.raises(SpecError, match=r"no \*\.yaml"):
         load_bundle([str(tmp_path)])
+
+
+@pytest.mark.parametrize("name", ["9lives", "a" * 59])
+def test_agent_names_that_cannot_name_a_service(tmp_path: Path, name: str) -> None:
+    error = _error(tmp_path, {**AGENT, "metadata": {"name": name}})
+    assert error.field == "metadata"
+    assert "start with a letter" in error.message

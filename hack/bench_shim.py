@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Benchmark the runtime shim: a trivial agent (``cat``) through clrk-shim's HTTP endpoint.
+
+Prints p50, p99 and invocations/s at 1 and 16 concurrent callers, cold (warm pool 0) and warm,
+for both sandbox kinds, next to two floors measured in the same run. Back to back, a warm
+invocation competes with the background refill of the sandbox it took; the "paced" rows space
+the calls 20 ms apart to show the warm path alone. Floors:
+
+* ``floor``: the same agent spawned directly with asyncio subprocess (no HTTP, no sandbox);
+* ``http``: uvicorn answering at once (no agent), to show what HTTP alone costs.
+
+The shim runs as its own process (the real ``clrk-shim`` command on port 0); the callers are a
+minimal keep-alive HTTP/1.1 client, so the client's own cost stays small. Not a test: it prints.
+
+    .venv/bin/python hack/bench_shim.py [--seconds 2.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+BODY = json.dumps({"question": "what is the answer?", "context": "x" * 200}).encode()
+REQUEST = (
+    b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
+)
+HTTP_ONLY_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+"""
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _drive(one: Callable[[], Awaitable[None]], callers: int, seconds: float, pause: float = 0.0) -> list[float]:
+    """Run ``one`` from ``callers`` tasks for ``seconds`` (``pause`` s apart); return latencies."""
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            await one()
+            latencies.append(time.perf_counter() - start)
+            if pause:
+                await asyncio.sleep(pause)
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return latencies
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs the same request again and again."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self) -> None:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self.streams
+        writer.write(REQUEST)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        await reader.readexactly(length)
+        if status != 200:
+            raise RuntimeError(f"status {status}: {head!r}")
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+
+
+async def _http_cell(port: int, callers: int, seconds: float, pause: float = 0.0) -> list[float]:
+    connections = [_Connection(port) for _ in range(callers)]
+    pool = asyncio.Queue[_Connection]()
+    for connection in connections:
+        pool.put_nowait(connection)
+
+    async def one() -> None:
+        connection = await pool.get()
+        try:
+            await connection.post()
+        finally:
+            pool.put_nowait(connection)
+
+    await _drive(one, callers, 0.3)  # warm-up: connections, imports, first sandboxes
+    try:
+        return await _drive(one, callers, seconds, pause)
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+async def _floor_cell(callers: int, seconds: float) -> list[float]:
+    async def one() -> None:
+        process = await asyncio.create_subprocess_exec(
+            "cat",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await process.communicate(BODY)
+
+    await _drive(one, callers, 0.3)
+    return await _drive(one, callers, seconds)
+
+
+async def _start(argv: list[str], env: dict[str, str]) -> tuple[asyncio.subprocess.Process, int]:
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    async with asyncio.timeout(30):
+        while line := (await process.stderr.readline()).decode():
+            if match := re.search(r"running on http://[\d.]+:(\d+)", line):
+                _BACKGROUND.add(asyncio.create_task(_discard(process.stderr)))
+                return process, int(match.group(1))
+    raise RuntimeError(f"{argv[0]} did not start")
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    process.terminate()
+    await process.wait()
+
+
+def _row(name: str, callers: int, latencies: list[float], seconds: float | None) -> str:
+    p50 = statistics.median(latencies) * 1000
+    p99 = _percentile(latencies, 0.99) * 1000
+    rate = f"{len(latencies) / seconds:>10.0f}" if seconds else f"{'-':>10}"
+    return f"{name:<22} {callers:>3} {p50:>9.2f} {p99:>9.2f} {rate}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=2.5, help="measured time per cell")
+    args = parser.parse_args()
+    seconds = args.seconds
+    shim = shutil.which("clrk-shim", path=str(Path(sys.executable).parent)) or "clrk-shim"
+    env = {"PATH": os.environ.get("PATH", os.defpath)}
+    print(f"cpus: {os.cpu_count()}, {seconds:g} s per cell, agent: cat, body {len(BODY)} B")
+    print(f"{'what':<22} {'c':>3} {'p50 ms':>9} {'p99 ms':>9} {'inv/s':>10}")
+    for callers in (1, 16):
+        print(_row("floor (spawn)", callers, await _floor_cell(callers, seconds), seconds))
+    http_argv = [sys.executable, "-c", HTTP_ONLY_APP + _SERVE_SNIPPET]
+    server, port = await _start(http_argv, env)
+    try:
+        for callers in (1, 16):
+            print(_row("http only", callers, await _http_cell(port, callers, seconds), seconds))
+    finally:
+        await _stop(server)
+    for kind in ("plain", "bwrap"):
+        for warm in (0, 16):
+            argv = [shim, "--port", "0", "--host", "127.0.0.1", "--sandbox", kind]
+            argv += ["--warm-pool", str(warm), "--max-concurrency", "16", "--", "cat"]
+            server, port = await _start(argv, env)
+            try:
+                label = f"{kind} {'warm' if warm else 'cold'}"
+                for callers in (1, 16):
+                    latencies = await _http_cell(port, callers, seconds)
+                    print(_row(label, callers, latencies, seconds))
+                if warm:
+                    # The warm path alone: 20 ms apart, the pool is refilled between calls.
+                    latencies = await _http_cell(port, 1, seconds, pause=0.02)
+                    print(_row(f"{label} (paced)", 1, latencies, None))
+            finally:
+                await _stop(server)
+
+
+_SERVE_SNIPPET = """
+import uvicorn
+uvicorn.run(app, host="127.0.0.1", port=0, log_level="info", access_log=False)
+"""
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,141 @@
+"""The platform's install manifests (``platform/config``) as objects, and the few objects no file
+may hold: the CA and the egress token key, generated per cluster. Pure but for reading the
+bundled files.
+
+The files are kustomize-friendly: ``kubectl apply -k platform/config`` applies the same static
+objects ``clrk install`` does. ``clrk install`` uses the CRDs generated from the models it ships
+with rather than the copies under ``crds/`` (a unit test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import secrets
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import certifi
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from clrk.api.crds import all_crds
+from clrk.errors import ClusterError
+from clrk.manifests.policies import SYSTEM_NAMESPACE
+
+__all__ = [
+    "agent_namespace_objects",
+    "ca_objects",
+    "config_dir",
+    "install_objects",
+    "knative_features",
+    "token_secret",
+]
+
+_LABELS = {"app.kubernetes.io/part-of": "clrk", "app.kubernetes.io/managed-by": "clrk"}
+
+
+def config_dir() -> Path:
+    """``clrk/_config`` in a wheel, ``platform/config`` in a checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "_config", package.parent / "config"):
+        if (candidate / "kustomization.yaml").is_file():
+            return candidate
+    raise ClusterError(f"clrk's install manifests are missing (looked in {package / '_config'}): reinstall clrk")
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+@cache
+def _install_objects() -> tuple[dict[str, Any], ...]:
+    folder = config_dir()
+    kustomization = _documents(folder / "kustomization.yaml")[0]
+    out: list[dict[str, Any]] = list(all_crds())
+    for entry in kustomization["resources"]:
+        if not str(entry).startswith("crds/"):
+            out += _documents(folder / entry)
+    return tuple(out)
+
+
+def install_objects() -> list[dict[str, Any]]:
+    """Every static object of the platform, CRDs first, in the kustomization's order."""
+    return copy.deepcopy(list(_install_objects()))
+
+
+def knative_features() -> dict[str, Any]:
+    """The keys of Knative Serving's ``config-features`` that the compiled agent pods need."""
+    return _documents(config_dir() / "knative-features.yaml")[0]
+
+
+def agent_namespace_objects(namespace: str) -> list[dict[str, Any]]:
+    """What every namespace holding a TaskAgent needs besides the copied CA and token."""
+    out = _documents(config_dir() / "agent-namespace.yaml")
+    for body in out:
+        body["metadata"]["namespace"] = namespace
+    return out
+
+
+def _name(text: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+
+def ca_objects(now: datetime.datetime | None = None) -> list[dict[str, Any]]:
+    """A fresh CA for the egress gateway: its key (and certificate, in mitmproxy's one-file form)
+    in Secret ``clrk-ca-key``; the certificate, alone and appended to the public roots, in
+    ConfigMap ``clrk-ca`` (key ``ca-bundle.crt``) for agent pods to trust."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("clrk egress CA"))
+        .issuer_name(_name("clrk egress CA"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
+    roots = Path(certifi.where()).read_text(encoding="utf-8")
+    meta = {"namespace": SYSTEM_NAMESPACE, "labels": _LABELS}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "clrk-ca-key", **meta},
+            "type": "Opaque",
+            "stringData": {"mitmproxy-ca.pem": key_pem + cert_pem, "mitmproxy-ca-cert.pem": cert_pem},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "clrk-ca", **meta},
+            "data": {"ca.crt": cert_pem, "ca-bundle.crt": roots.rstrip("\n") + "\n" + cert_pem},
+        },
+    ]
+
+
+def token_secret() -> dict[str, Any]:
+    """The key the shims sign per-invocation proxy tokens with and the gateway checks them with."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "clrk-egress-token", "namespace": SYSTEM_NAMESPACE, "labels": _LABELS},
+        "type": "Opaque",
+        "stringData": {"key": secrets.token_hex(32)},
+    }

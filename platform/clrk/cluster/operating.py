@@ -1,0 +1,179 @@
+"""The operator: what ``clrk apply`` does, for TaskAgents and CredentialInjectionPolicies that
+another tool (``kubectl apply``, Argo CD, Flux) put on the cluster.
+
+For a TaskAgent it compiles the object (:mod:`~clrk.cluster.reconciling`, the CLI's compiler),
+server-side applies the result with the same field manager as ``clrk apply`` (``clrk``, so the two
+never conflict), refreshes its namespace's egress ConfigMaps, and writes back ``status``:
+``observedGeneration``, ``url`` and a ``Ready`` condition that mirrors the Knative Service's, or
+says why nothing could be compiled. A policy's change or removal refreshes the egress ConfigMaps of
+its namespace. Objects in other namespaces than their owner's are removed by finalizers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from clrk.cluster.applying import Applier, ApplyOptions
+from clrk.cluster.connecting import Cluster, connect
+from clrk.cluster.listing import ready_condition
+from clrk.cluster.planning import LABEL_OWNER, owner_label, tie_to_owner
+from clrk.cluster.reconciling import condition, desired, egress_items
+from clrk.errors import ClrkError
+
+__all__ = ["registry", "run_operator"]
+
+registry = kopf.OperatorRegistry()
+_RESOURCE = ("clrk.dev", "v1alpha1", "taskagents")
+_POLICIES = ("clrk.dev", "v1alpha1", "credentialinjectionpolicies")
+
+
+def _cluster(memo: Any) -> Cluster:
+    """One client per operator, for the kubeconfig and context in its memo (else the defaults)."""
+    if getattr(memo, "cluster", None) is None:
+        memo.cluster = connect(getattr(memo, "kubeconfig", None), getattr(memo, "context", None))
+    cluster: Cluster = memo.cluster
+    return cluster
+
+
+@kopf.on.login(registry=registry)
+def _login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf talks to the same cluster, as the same user, as the kubernetes client."""
+    config = _cluster(memo).api.configuration
+    keys = config.api_key or {}
+    scheme, _sep, token = str(keys.get("authorization") or keys.get("BearerToken") or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=str(config.host),
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        username=config.username or None,
+        password=config.password or None,
+    )
+
+
+def _status(cluster: Cluster, namespace: str, name: str, generation: int) -> dict[str, Any]:
+    service = cluster.read(cluster.resource("serving.knative.dev/v1", "Service"), name, namespace)
+    ready, reason = ready_condition(service)
+    url = str(((service or {}).get("status") or {}).get("url", ""))
+    why = "KnativeServiceReady" if ready == "True" else "KnativeServiceNotReady"
+    return {"observedGeneration": generation, "url": url, "conditions": [condition(ready, why, reason)]}
+
+
+@kopf.on.startup(registry=registry)
+def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="operator.clrk.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="operator.clrk.dev")
+    settings.posting.level = logging.WARNING
+
+
+def _listed(cluster: Cluster, kind: str, namespace: str) -> list[dict[str, Any]]:
+    resource = cluster.resource("clrk.dev/v1alpha1", kind)
+    with cluster.calling(f"{kind}s (listing)"):
+        return [dict(item) for item in resource.get(namespace=namespace).to_dict().get("items", [])]
+
+
+def _refresh_egress(cluster: Cluster, applier: Applier, namespace: str, gone: tuple[str, str] = ("", "")) -> None:
+    """Re-apply the egress ConfigMaps of ``namespace``, leaving out ``gone`` (kind, name): being deleted."""
+    agents, policies = (
+        [o for o in _listed(cluster, kind, namespace) if (kind, o["metadata"]["name"]) != gone]
+        for kind in ("TaskAgent", "CredentialInjectionPolicy")
+    )
+    for item in egress_items(agents, policies):
+        applier.apply(item.body, f"egress configuration of {namespace}")
+    applier.sync_egress_config()
+
+
+def _delete_owned(cluster: Cluster, applier: Applier, owner: tuple[str, str, str]) -> None:
+    label = owner_label(owner)
+    for api_version, kind in (("v1", "Service"), ("v1", "ConfigMap")):
+        resource = cluster.resource(api_version, kind)
+        with cluster.calling(f"{kind} (listing)"):
+            items = resource.get(label_selector=f"{LABEL_OWNER}={label}").to_dict().get("items", [])
+        for item in items:
+            applier.delete({"apiVersion": api_version, "kind": kind, "metadata": item["metadata"]}, "deleted")
+
+
+@kopf.on.resume(*_RESOURCE, registry=registry)
+@kopf.on.create(*_RESOURCE, registry=registry)
+@kopf.on.update(*_RESOURCE, registry=registry)
+def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, patch: kopf.Patch, **_: Any) -> None:
+    """Compile and apply one TaskAgent; record the outcome on its status."""
+    cluster = _cluster(memo)
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    generation = int(body.metadata.get("generation", 0))
+    try:
+        plan = desired(dict(body), _listed(cluster, "CredentialInjectionPolicy", namespace))
+    except ClrkError as exc:
+        patch.status["observedGeneration"] = generation
+        patch.status["conditions"] = [condition("False", "InvalidSpec", str(exc))]
+        logger.warning("cannot compile: %s", exc)
+        return
+    applier = Applier(cluster, ApplyOptions(), logger.info)
+    applier.prepare_namespaces({namespace})
+    uids = {("TaskAgent", namespace, name): str(body.metadata.uid)}
+    for item in plan.children:
+        applier.apply(tie_to_owner(item, uids), f"TaskAgent {namespace}/{name}")
+    _refresh_egress(cluster, applier, namespace)
+    patch.status.update(_status(cluster, namespace, name, generation))
+
+
+@kopf.on.resume(*_POLICIES, registry=registry)
+@kopf.on.create(*_POLICIES, registry=registry)
+@kopf.on.update(*_POLICIES, registry=registry)
+def reconcile_policy(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """A policy changes what the gateway injects and which hosts its agents may reach."""
+    cluster = _cluster(memo)
+    _refresh_egress(cluster, Applier(cluster, ApplyOptions(), logger.info), str(body.metadata.namespace))
+
+
+@kopf.on.delete(*_POLICIES, registry=registry)
+def cleanup_policy(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    cluster = _cluster(memo)
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    applier = Applier(cluster, ApplyOptions(), logger.info)
+    _delete_owned(cluster, applier, ("CredentialInjectionPolicy", namespace, name))
+    _refresh_egress(cluster, applier, namespace, gone=("CredentialInjectionPolicy", name))
+
+
+@kopf.timer(*_RESOURCE, interval=15.0, idle=5.0, registry=registry)
+def refresh(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+    """Follow the Knative Service's readiness after the last change."""
+    status = dict(body.get("status") or {})
+    if any(c.get("reason") == "InvalidSpec" for c in status.get("conditions", [])):
+        return
+    cluster = _cluster(memo)
+    fresh = _status(
+        cluster, str(body.metadata.namespace), str(body.metadata.name), int(body.metadata.get("generation", 0))
+    )
+    if [c["status"] for c in fresh["conditions"]] != [c.get("status") for c in status.get("conditions", [])]:
+        patch.status.update(fresh)
+
+
+@kopf.on.delete(*_RESOURCE, registry=registry)
+def cleanup(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Owner references cascade within the namespace; the objects in ``clrk`` and ``clrk-system``
+    carry the owner label instead, and go here."""
+    cluster = _cluster(memo)
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    applier = Applier(cluster, ApplyOptions(), logger.info)
+    _delete_owned(cluster, applier, ("TaskAgent", namespace, name))
+    _refresh_egress(cluster, applier, namespace, gone=("TaskAgent", name))
+
+
+def run_operator(kubeconfig: str | None, context: str | None, namespaces: list[str]) -> None:
+    """Run until interrupted: every namespace, or only ``namespaces``. One replica at a time
+    (standalone: no peering objects needed)."""
+    kopf.configure(verbose=False)
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        memo=kopf.Memo(kubeconfig=kubeconfig, context=context),
+    )

@@ -1,0 +1,297 @@
+"""One sandbox's life on the host: make it, hand it an invocation, kill it, remove it.
+
+A :class:`Sandbox` is a stub process (see :mod:`clrk_runtime.sandboxing`) plus its private host
+directory. Killing is always of the whole tree: for bubblewrap the pid namespace dies with its
+init (``--die-with-parent``); for the plain backend the process group gets SIGKILL (and, after a
+deadline, every process left in the sandbox's session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import re
+import shutil
+import signal
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from clrk_runtime.environment import SandboxPaths
+from clrk_runtime.reaping import group_exists, kill_leftovers
+from clrk_runtime.sandboxing import BWRAP_PATHS, PROXY_PORT, bwrap_argv, stub_script
+from clrk_runtime.settings import RuntimeSettings
+from clrk_runtime.spawning import Child, ended, spawn
+
+__all__ = ["Sandbox", "SandboxKind", "SandboxSpec", "create_sandbox"]
+
+SandboxKind = Literal["bwrap", "plain"]
+_log = logging.getLogger(__name__)
+_CHILD_PID = re.compile(rb'"child-pid"\s*:\s*(\d+)')
+_GONE_WITHIN = 2.0
+"""Seconds a killed namespace may take to go."""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    """What every sandbox of one runtime shares."""
+
+    kind: SandboxKind
+    settings: RuntimeSettings
+    root: Path
+    """The shim's private temp root (mode 0711); each sandbox gets one directory in it."""
+    relay_socket: Path | None
+    """Unix socket bridged to the egress proxy (bubblewrap only)."""
+    drop_privileges: bool
+    """Run as ``settings.sandbox_uid`` (the shim is root)."""
+
+
+@dataclass(eq=False)
+class Sandbox:
+    spec: SandboxSpec
+    process: Child
+    directory: str
+    """The sandbox's host directory (plain strings here: pathlib showed up in profiles)."""
+    control: int
+    """Write end of the stub's control pipe; closed once the invocation's script is sent."""
+    paths: SandboxPaths
+    warm: bool = False
+    info: int = -1
+    """bubblewrap only: read end of ``--info-fd``, where bwrap writes the namespace init's pid."""
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def kind(self) -> SandboxKind:
+        return self.spec.kind
+
+    @property
+    def response_headers_file(self) -> str:
+        return f"{self.directory}/meta/headers"
+
+    def launch(self, script: bytes) -> None:
+        """Hand the stub its script (a pipe write well under PIPE_BUF: it does not block)."""
+        try:
+            os.write(self.control, script)
+        except BrokenPipeError:
+            pass  # the stub died while waiting: the run ends at once and reports its exit code
+        finally:
+            self._close_control()
+
+    def kill(self) -> None:
+        """SIGKILL the sandbox's process group; safe to call more than once, or after it ended.
+
+        For bubblewrap that is the outer bwrap and the pid namespace's init, whose death takes
+        every process in the namespace with it: nothing can escape. For the plain backend it is
+        every process that kept the agent's group; see :meth:`close` for those that left it.
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def close(self, *, sweep_session: bool = False) -> None:
+        """Kill what is left, reap the stub, remove the directory: nothing stays behind.
+
+        Returns once no live process is left in its group. ``sweep_session`` (used after a deadline) also
+        kills plain-sandbox processes that moved to another group of the agent's session: a
+        scan of /proc, too slow to run on every invocation.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._close_control()
+        self.kill()
+        await self.process.wait()
+        self.process.close_pipes()
+        if self.kind == "bwrap":
+            await self._namespace_gone()
+        else:
+            pid = self.process.pid
+            if sweep_session or group_exists(pid):
+                # Rare (a background child outlived the agent): scan /proc, off the event loop.
+                await asyncio.to_thread(kill_leftovers, pid, sweep_session)
+        await _remove(self.directory)
+
+    async def _namespace_gone(self) -> None:
+        """Wait until the pid namespace's init has ended: by then every process in it has.
+
+        The outer bwrap reports the agent's exit before its init has finished tearing the
+        namespace down; the init (in our process group, SIGKILLed above, and with
+        ``--die-with-parent``) is watched through a pidfd, as a zombie it no longer counts.
+        """
+        try:
+            info = os.read(self.info, 4096) if self.info >= 0 else b""
+        except BlockingIOError:
+            info = b""  # bwrap died before telling: its init, if any, has PDEATHSIG
+        finally:
+            if self.info >= 0:
+                os.close(self.info)
+                self.info = -1
+        match = _CHILD_PID.search(info)
+        if match is not None:
+            try:
+                async with asyncio.timeout(_GONE_WITHIN):
+                    await ended(int(match.group(1)))
+            except TimeoutError:
+                _log.warning("sandbox %s: namespace init still alive after SIGKILL", self.directory)
+
+    def _close_control(self) -> None:
+        if self.control >= 0:
+            os.close(self.control)
+            self.control = -1
+
+
+_SETPRIV = shutil.which("setpriv")
+
+
+def _entries(folder: str) -> tuple[tuple[str, str | None], ...]:
+    """Each name in ``folder``, with its target when it is a symlink."""
+    entries = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        entries.append((name, os.readlink(path) if os.path.islink(path) else None))
+    return tuple(entries)
+
+
+@functools.cache
+def _root_entries() -> tuple[tuple[str, str | None], ...]:
+    """The host's ``/`` (listed once)."""
+    return _entries("/")
+
+
+@functools.cache
+def _shadows(binds: tuple[str, ...]) -> tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...]:
+    """Host folders to rebuild on a tmpfs so that a bind can create its mount point there.
+
+    A bind's DEST that the host lacks needs a writable parent: the deepest folder of DEST that
+    the host has (below ``/``, which is already bwrap's own tmpfs) is rebuilt from its entries,
+    one bind each. Listed once per set of binds.
+    """
+    folders = set()
+    for pair in binds:
+        dest = os.path.normpath(pair.partition(":")[2])
+        if not dest.startswith("/") or os.path.lexists(dest):
+            continue
+        parent = os.path.dirname(dest)
+        while parent != "/" and not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        top = parent.split("/")[1] if parent != "/" else ""
+        if parent != "/" and top not in {"tmp", "run", "proc", "dev"}:
+            folders.add(parent)
+    return tuple((folder, _entries(folder)) for folder in sorted(folders, key=lambda f: (f.count("/"), f)))
+
+
+def _dropping(argv: list[str], spec: SandboxSpec) -> list[str]:
+    """``argv``, prefixed to switch to the sandbox uid when the shim is root.
+
+    ``setpriv`` (util-linux) does it after the exec: asking Python for ``user=``/``group=``
+    forbids ``vfork`` and costs a full ``fork`` of the shim (≈3 ms on the event loop).
+    """
+    if not spec.drop_privileges or _SETPRIV is None:
+        return argv
+    uid, gid = spec.settings.sandbox_uid, spec.settings.sandbox_gid
+    return [_SETPRIV, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
+
+
+def _credentials(spec: SandboxSpec) -> dict[str, Any]:
+    if not spec.drop_privileges or _SETPRIV is not None:
+        return {}
+    uid, gid = spec.settings.sandbox_uid, spec.settings.sandbox_gid
+    return {"user": uid, "group": gid, "extra_groups": []}
+
+
+async def _remove(directory: str) -> None:
+    """Remove a sandbox's directory: inline when its dirs are empty (the usual case), else in a
+    thread (an agent may have left a big tree in HOME)."""
+    try:
+        with os.scandir(directory) as children:
+            for child in children:
+                with os.scandir(child.path) as entries:
+                    for entry in entries:
+                        os.unlink(entry.path)  # IsADirectoryError: not the simple case
+                os.rmdir(child.path)
+        os.rmdir(directory)
+    except FileNotFoundError:
+        return
+    except OSError:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+
+def _make_dirs(directory: str, names: tuple[str, ...], spec: SandboxSpec) -> None:
+    os.mkdir(directory, 0o700)
+    for name in names:
+        os.mkdir(f"{directory}/{name}", 0o700)
+    if spec.drop_privileges:
+        uid, gid = spec.settings.sandbox_uid, spec.settings.sandbox_gid
+        for path in (directory, *(f"{directory}/{name}" for name in names)):
+            os.chown(path, uid, gid)
+
+
+async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
+    """Make a sandbox's directories and start its stub, which waits for :meth:`Sandbox.launch`."""
+    settings = spec.settings
+    directory = f"{spec.root}/{uuid.uuid4().hex}"
+    plain = spec.kind == "plain"
+    names = ("home", "tmp", "work", "meta") if plain else ("meta",)
+    _make_dirs(directory, names, spec)  # a handful of syscalls: cheaper than a thread hop
+    read_end, control = os.pipe()
+    info_read, info_write = os.pipe() if not plain else (-1, -1)
+    uid, gid = settings.sandbox_uid, settings.sandbox_gid
+    try:
+        if spec.drop_privileges:
+            os.fchown(read_end, uid, gid)  # the stub reopens it through /proc
+        if plain:
+            argv = ["sh", "-c", stub_script(read_end, proxy_bridge=False)]
+            proxy = settings.egress_proxy
+            paths = SandboxPaths(
+                home=f"{directory}/home",
+                tmp=f"{directory}/tmp",  # noqa: S108 - the sandbox's private dir
+                work=f"{directory}/work",
+                response_headers=f"{directory}/meta/headers",
+                proxy=proxy,
+            )
+        else:
+            bridge = spec.relay_socket is not None
+            argv = bwrap_argv(
+                stub=stub_script(read_end, proxy_bridge=bridge),
+                meta_dir=f"{directory}/meta",
+                hide=[str(spec.root)],
+                binds=settings.binds,
+                relay_socket=str(spec.relay_socket) if bridge else None,
+                uid=uid,
+                gid=gid,
+                path=settings.agent_path,
+                root_entries=_root_entries(),
+                shadows=_shadows(tuple(settings.binds)),
+                info_fd=info_write,
+            )
+            paths = SandboxPaths(
+                home=BWRAP_PATHS["home"],
+                tmp=BWRAP_PATHS["tmp"],
+                work=BWRAP_PATHS["work"],
+                response_headers=BWRAP_PATHS["meta"] + "/headers",
+                proxy=f"127.0.0.1:{PROXY_PORT}" if bridge else None,
+            )
+        process = await spawn(
+            _dropping(argv, spec),
+            pass_fds=(read_end,) if plain else (read_end, info_write),
+            env={"PATH": settings.agent_path},
+            cwd=directory,
+            start_new_session=True,
+            **_credentials(spec),
+        )
+    except BaseException:
+        os.close(control)
+        if info_read >= 0:
+            os.close(info_read)
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        raise
+    finally:
+        os.close(read_end)
+        if info_write >= 0:
+            os.close(info_write)
+    if info_read >= 0:
+        os.set_blocking(info_read, False)
+    return Sandbox(spec, process, directory, control, paths, warm=warm, info=info_read)

@@ -1,0 +1,102 @@
+"""The shim's one settings object, read from ``CLRK_*`` variables (and Knative's ``PORT``).
+
+Built once in :func:`clrk_runtime.main.main` (or by whoever composes :class:`AgentRuntime`
+in-process) and passed down; nothing below reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["RuntimeSettings", "parse_duration"]
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds in ``value``: a number, or a Go-style duration such as ``100s``, ``1m30s``."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 100s, 1m30s, 250ms)")
+    return total
+
+
+class RuntimeSettings(BaseSettings):
+    """How one shim serves one TaskAgent. Every field is also ``CLRK_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CLRK_", populate_by_name=True, extra="forbid")
+
+    command: list[str] = Field(default_factory=list)
+    """The agent's entrypoint and arguments (``-- ENTRYPOINT ARGS…`` on the command line)."""
+    agent: str = "default/agent"
+    """``namespace/name`` of the TaskAgent this shim serves."""
+    port: int = Field(8080, validation_alias=AliasChoices("port", "CLRK_PORT", "PORT"))
+    """TCP port to listen on; Knative's ``PORT`` is honoured too."""
+    host: str = "0.0.0.0"  # noqa: S104 - a pod's server listens on all interfaces
+    timeout: float = 100.0
+    """Seconds one invocation may run (``spec.timeout``; accepts ``100s``, ``1m``)."""
+    warm_pool: int = Field(0, ge=0)
+    """Sandboxes kept created and waiting; the shim is ready once this many exist."""
+    max_concurrency: int = Field(16, ge=1)
+    """Sandboxes running at once."""
+    queue_size: int = Field(64, ge=0)
+    """Invocations waiting for a free slot; past this, 503 with ``Retry-After``."""
+    sandbox: Literal["auto", "bwrap", "plain"] = "auto"
+    """``auto`` uses bubblewrap where it works, else the plain backend (with a warning)."""
+    agent_env: dict[str, str] = Field(default_factory=dict)
+    """The manifest's ``env`` (JSON in ``CLRK_AGENT_ENV``, or repeated ``--env NAME=VALUE``)."""
+    binds: list[str] = Field(default_factory=list)
+    """Extra read-only binds ``SRC:DEST`` into bubblewrap sandboxes."""
+    egress_proxy: str | None = None
+    """``host:port`` of the egress gateway; without it agents get no proxy (and no network)."""
+    egress_token_key: SecretStr | None = None
+    """Key shared with the egress gateway to sign per-invocation proxy tokens."""
+    egress_token_key_file: Path | None = None
+    """File holding that key (read once at start), e.g. a mounted Secret."""
+    ca_bundle: Path | None = None
+    """CA bundle the agent must trust (the egress gateway's CA); sets the CA-trust variables."""
+    sandbox_uid: int = 65534
+    """Uid (and ``sandbox_gid``) the agent runs as when the shim is root."""
+    sandbox_gid: int = 65534
+    agent_path: str = "/usr/local/bin:/usr/bin:/bin"
+    """``PATH`` inside the sandbox."""
+    stdin_cap: int = 10 * 1024 * 1024
+    """Largest request body, bytes (413 past it)."""
+    stdout_cap: int = 10 * 1024 * 1024
+    """Largest response body, bytes (502 past it)."""
+    stderr_tail: int = 4096
+    """Bytes of the agent's last stderr kept on the invocation span."""
+    temp_root: Path | None = None
+    """Where per-sandbox directories live (default: ``/dev/shm`` if writable, else the system
+    temp dir). Plain sandboxes keep HOME/TMPDIR/work there: mind a small ``/dev/shm``."""
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: str | float | int) -> float:
+        return parse_duration(value)
+
+    def token_key(self) -> bytes | None:
+        """The egress token key, from the setting or its file (the file is read here)."""
+        if self.egress_token_key is not None:
+            return self.egress_token_key.get_secret_value().encode()
+        if self.egress_token_key_file is not None:
+            return self.egress_token_key_file.read_bytes().strip()
+        return None

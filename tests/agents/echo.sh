@@ -1,0 +1,3 @@
+#!/bin/sh
+# Answers with the envelope it was given.
+exec cat

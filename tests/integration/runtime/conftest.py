@@ -1,0 +1,101 @@
+"""Fixtures for the shim's integration tests: real processes, real sockets on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from clrk_runtime.asgi import ShimApp
+from clrk_runtime.backends import bwrap_works
+from clrk_runtime.runtime import AgentRuntime
+from clrk_runtime.settings import RuntimeSettings
+
+AGENTS = Path(__file__).resolve().parents[2] / "agents"
+SANDBOX_UID = 64977
+"""An otherwise unused uid, so that counting its processes counts only ours."""
+HAS_BWRAP = bwrap_works(SANDBOX_UID, SANDBOX_UID, os.geteuid() == 0)
+KINDS = [
+    "plain",
+    pytest.param("bwrap", marks=pytest.mark.skipif(not HAS_BWRAP, reason="bwrap does not work")),
+]
+
+
+def agent(name: str) -> str:
+    return str(AGENTS / name)
+
+
+@pytest.fixture
+def shim_root() -> Iterator[Path]:
+    """A temp root the sandbox uid can traverse (pytest's tmp_path is 0700 root)."""
+    root = Path(tempfile.mkdtemp(prefix="clrk-test-"))
+    root.chmod(0o711)
+    yield root
+    leftovers = list(root.iterdir())
+    shutil.rmtree(root, ignore_errors=True)
+    assert leftovers == [], f"the shim left files behind: {leftovers}"
+
+
+def sandbox_processes() -> list[int]:
+    """Live (non-zombie) processes running as the sandbox uid."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("State", "").strip().startswith("Z"):
+            continue
+        if int(fields.get("Uid", "0").split()[0]) == SANDBOX_UID:
+            found.append(int(entry))
+    return found
+
+
+def sandbox_dirs(runtime: AgentRuntime) -> list[Path]:
+    root = runtime._root
+    assert root is not None
+    return [p for p in root.iterdir() if p.is_dir()]
+
+
+@asynccontextmanager
+async def serving(settings: RuntimeSettings) -> AsyncIterator[tuple[httpx.AsyncClient, AgentRuntime]]:
+    """The shim's real HTTP app under uvicorn on 127.0.0.1:0, and a client for it."""
+    runtime = AgentRuntime(settings)
+    config = uvicorn.Config(ShimApp(runtime), host="127.0.0.1", port=0, lifespan="on", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client, runtime
+    finally:
+        server.should_exit = True
+        await task
+
+
+def settings_for(kind: str, root: Path, command: list[str], **fields: Any) -> RuntimeSettings:
+    return RuntimeSettings(
+        command=command,
+        sandbox=kind,  # type: ignore[arg-type]
+        temp_root=root,
+        agent="team/bot",
+        sandbox_uid=SANDBOX_UID,
+        sandbox_gid=SANDBOX_UID,
+        **fields,
+    )

@@ -1,0 +1,120 @@
+"""What an agent can see: its allow-listed environment, its own files, nothing of the shim's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from clrk_runtime.proxytokens import verify
+from clrk_runtime.runtime import AgentRuntime
+from tests.integration.runtime.conftest import (
+    AGENTS,
+    HAS_BWRAP,
+    KINDS,
+    SANDBOX_UID,
+    agent,
+    settings_for,
+)
+from tests.integration.runtime.egress import barrier_server, line_server
+
+SECRET = "hunter2-do-not-leak"
+ALLOWED = {
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "PWD",  # set by the agent's own shell
+    "SHLVL",
+    "_",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "CLRK_METADATA_INVOCATION_ID",
+    "CLRK_METADATA_AGENT",
+    "CLRK_METADATA_NAMESPACE",
+    "CLRK_METADATA_NAME",
+    "CLRK_METADATA_DEADLINE",
+    "CLRK_METADATA_RESPONSE_HEADERS",
+    "PEEK_PID",
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_agent_sees_only_the_allow_list(kind: str, shim_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIM_SECRET_TOKEN", SECRET)
+    settings = settings_for(
+        kind,
+        shim_root,
+        [agent("env.sh")],
+        agent_env={"PEEK_PID": str(os.getpid())},
+        egress_proxy="127.0.0.1:9",
+        egress_token_key="k",
+        ca_bundle=Path("/etc/ssl/certs/ca-certificates.crt"),
+    )
+    async with AgentRuntime(settings) as runtime:
+        response = await runtime.handle({}, b"{}")
+    assert response.status == 200, response.body
+    text = response.body.decode()
+    env_part, _, proc_part = text.partition("--- /proc/")
+    names = {line.split("=", 1)[0] for line in env_part.splitlines() if "=" in line}
+    assert names <= ALLOWED
+    assert {"CLRK_METADATA_DEADLINE", "HTTPS_PROXY", "SSL_CERT_FILE"} <= names
+    assert SECRET not in text  # neither in its env nor through /proc/<shim pid>/environ
+    assert "environ:\n" in proc_part
+    assert f"--- uid={SANDBOX_UID}" in text
+
+
+@pytest.mark.skipif(not HAS_BWRAP, reason="bwrap does not work")
+async def test_concurrent_bwrap_sandboxes_cannot_see_each_other(shim_root: Path) -> None:
+    async with barrier_server(parties=2) as port:
+        settings = settings_for("bwrap", shim_root, [agent("isolation.sh")], egress_proxy=f"127.0.0.1:{port}")
+        async with AgentRuntime(settings) as runtime:
+            first, second = await asyncio.gather(runtime.handle({}, b"{}"), runtime.handle({}, b"{}"))
+    for response in (first, second):
+        assert response.status == 200, response.body
+        assert b"other=" in response.body  # both were alive at once
+        assert b"found=none" in response.body
+
+
+@pytest.mark.skipif(not HAS_BWRAP, reason="bwrap does not work")
+async def test_bwrap_reaches_only_the_egress_proxy(shim_root: Path) -> None:
+    async with line_server() as (egress_port, received), line_server() as (other_port, _):
+        settings = settings_for(
+            "bwrap",
+            shim_root,
+            [agent("bridge.sh")],
+            egress_proxy=f"127.0.0.1:{egress_port}",
+            egress_token_key="shared-key",
+            agent_env={"DIRECT_PORT": str(other_port)},
+        )
+        async with AgentRuntime(settings) as runtime:
+            response = await runtime.handle({"x-clrk-invocation-id": "inv-9"}, b"{}")
+    assert response.status == 200, response.body
+    assert b"proxy: pong" in response.body
+    assert b"direct: failed" in response.body
+    # The gateway sees this invocation's own credentials, signed with the shared key.
+    url = urlsplit(received[0])
+    assert (url.hostname, url.port) == ("127.0.0.1", 3128)
+    claims = verify(unquote(url.password or ""), b"shared-key", now=time.time(), invocation_id="inv-9")
+    assert claims.agent == "team/bot"
+
+
+@pytest.mark.skipif(not HAS_BWRAP, reason="bwrap does not work")
+async def test_binds_are_visible_read_only(shim_root: Path) -> None:
+    script = "test -x /app/bin/echo.sh && echo seen; touch /app/bin/new /new 2>/dev/null || echo read-only"
+    binds = [f"{AGENTS}:/app/bin"]  # /app does not exist on the host
+    settings = settings_for("bwrap", shim_root, ["sh", "-c", script], binds=binds)
+    async with AgentRuntime(settings) as runtime:
+        response = await runtime.handle({}, b"{}")
+    assert response.body == b"seen\nread-only\n"

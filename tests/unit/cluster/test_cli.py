@@ -1,0 +1,50 @@
+"""The cluster commands adapt options to core calls; what needs no cluster is checked here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner, Result
+
+from clrk.cli import cluster as commands
+from clrk.errors import BuildError, SpecError
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def run(*args: str) -> Result:
+    app = typer.Typer(pretty_exceptions_enable=False)
+    for command in (commands.apply, commands.install, commands.build, commands.get):
+        app.command()(command)
+    return CliRunner().invoke(app, list(args))
+
+
+def test_client_dry_run_compiles_without_a_cluster() -> None:
+    result = run("apply", "-f", str(REPO / "examples" / "jq-bot" / "manifests"), "--dry-run=client",
+                 "--kubeconfig", "/nonexistent")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Service default/jq-bot (client dry run)" in result.output
+
+
+def test_install_render_prints_the_platform() -> None:
+    result = run("install", "--render")
+    docs = list(yaml.safe_load_all(result.output))
+    assert docs[0]["kind"] == "CustomResourceDefinition"
+    assert any(d["kind"] == "Deployment" and d["metadata"]["name"] == "clrk-egress" for d in docs)
+
+
+def test_build_without_docker_engine_fails_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    result = run("build", str(tmp_path), "--push", "registry.test")
+    assert isinstance(result.exception, BuildError)
+    message = str(result.exception)
+    assert "docker" in message.lower() and ("DOCKER_HOST" in message or "PATH" in message)
+
+
+def test_get_knows_only_taskagents() -> None:
+    result = run("get", "pods")
+    assert isinstance(result.exception, SpecError)

@@ -1,0 +1,46 @@
+"""Flags and CLRK_* variables become one settings object."""
+
+import pytest
+
+from clrk_runtime.main import build_settings
+from clrk_runtime.settings import RuntimeSettings, parse_duration
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("100s", 100), ("1m30s", 90), ("250ms", 0.25), ("2", 2), (3, 3)])
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10x", "s", "1s2"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_flags_map_to_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLRK_AGENT_ENV", '{"A": "1", "B": "2"}')
+    monkeypatch.setenv("CLRK_QUEUE_SIZE", "5")
+    settings = build_settings(
+        "--port 9000 --timeout 30s --warm-pool 2 --max-concurrency 4 --sandbox plain "  # noqa: SIM905
+        "--env B=3 --env C=x=y --bind /src:/app -- ./agent.sh --flag".split()
+    )
+    assert settings.port == 9000
+    assert settings.timeout == 30
+    assert (settings.warm_pool, settings.max_concurrency, settings.queue_size) == (2, 4, 5)
+    assert settings.sandbox == "plain"
+    assert settings.agent_env == {"A": "1", "B": "3", "C": "x=y"}
+    assert settings.binds == ["/src:/app"]
+    assert settings.command == ["./agent.sh", "--flag"]
+
+
+def test_knative_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "7777")
+    assert RuntimeSettings().port == 7777
+
+
+def test_token_key_from_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    key_file = Path(str(tmp_path)) / "key"
+    key_file.write_text("s3cret\n")
+    assert RuntimeSettings(egress_token_key_file=key_file).token_key() == b"s3cret"
