@@ -45,6 +45,7 @@ for command in (
     cluster.install,
     cluster.build,
     cluster.operator,
+    cluster.ingress,
 ):
     app.command()(command)
 

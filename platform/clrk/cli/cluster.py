@@ -7,7 +7,7 @@ every other command quick to start."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -151,3 +151,31 @@ def operator(
     from clrk.cluster.operating import run_operator  # kopf is heavy: import it only here
 
     run_operator(kubeconfig, context, namespace or [])
+
+
+def ingress(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1; the Deployment: 0.0.0.0].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [18080; the Deployment: 8080].")] = None,
+    auth: Annotated[
+        Literal["auto", "open", "keys"] | None,
+        typer.Option(help="Caller authentication; auto = open on loopback, Caller keys elsewhere."),
+    ] = None,
+    secrets_dir: Annotated[
+        Path | None, typer.Option(help="Mounted Secrets (DIR/NAME/KEY) for Callers' keySecretRef.")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between re-reads of TaskAgents and Callers.")] = 5.0,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Serve the ingress in a cluster: route to each TaskAgent's Knative Service over HTTP."""
+    import asyncio
+
+    from clrk.cluster import connect
+    from clrk.cluster.routing import serve_ingress
+    from clrk.egress.secrets import DirectorySecrets
+    from clrk.ingress import IngressSettings
+
+    given: dict[str, Any] = {"host": host, "port": port, "auth": auth}
+    settings = IngressSettings(**{k: v for k, v in given.items() if v is not None})
+    secrets = DirectorySecrets(secrets_dir) if secrets_dir else None
+    asyncio.run(serve_ingress(settings, connect(kubeconfig, context), secrets, interval))

@@ -62,6 +62,11 @@ async def run_dev(settings: DevSettings, environ: Mapping[str, str], *, tui: boo
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
         root.addHandler(handler)
+    logs_dir = settings.state_dir / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    to_file = logging.FileHandler(logs_dir / "dev.log", encoding="utf-8")
+    to_file.setFormatter(logging.Formatter(PLAIN_FORMAT))
+    root.addHandler(to_file)
     server = DevServer(settings, environ, on_finished=_log_record, extra_routes=[traces_route(store)])
     await server.start()
     scrubber = SecretScrubber(server.secret_values())  # defence in depth: no value in any log line
@@ -100,3 +105,5 @@ async def run_dev(settings: DevSettings, environ: Mapping[str, str], *, tui: boo
         log.info("shutting down: letting in-flight invocations finish")
         await server.stop()
         provider.shutdown()
+        root.removeHandler(to_file)
+        to_file.close()

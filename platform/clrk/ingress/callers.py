@@ -36,6 +36,10 @@ class CallerKeys:
         self.keys = tuple(keys)
         self.open_mode = open_mode
 
+    def replace(self, keys: Iterable[CallerKey]) -> None:
+        """Swap the keys (a cluster's Callers, re-read every few seconds)."""
+        self.keys = tuple(keys)
+
     def authorize(self, authorization: str | None, agent: str) -> str | None:
         """Return the caller's name (``None`` in open mode), or raise a 401/403 Problem."""
         if self.open_mode:

@@ -82,6 +82,10 @@ class HttpForwarder:
     def targets(self) -> Mapping[str, AgentTarget]:
         return self._targets
 
+    def set_targets(self, targets: Mapping[str, AgentTarget]) -> None:
+        """Swap the routing table (a cluster's TaskAgents, re-read every few seconds)."""
+        self._targets = dict(targets)
+
     def url(self, target: AgentTarget) -> str:
         namespace, name = target.ref.split("/", 1)
         return f"http://{name}.{namespace}.{self._domain}/"

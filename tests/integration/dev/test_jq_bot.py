@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 
-from tests.integration.dev.conftest import ECHO_AGENT, JQ_FILTER, Dev
+from tests.integration.dev.conftest import ECHO_AGENT, JQ_FILTER, REPO, Dev
 
 GUIDE_BODY = (
     '{"input":[{"name":"alice","age":30,"role":"eng"},{"name":"bob","age":42,"role":"pm"},'
@@ -104,3 +108,50 @@ def test_the_key_never_leaves_the_gateway(dev: Dev) -> None:
             assert dev.key.encode() not in path.read_bytes(), path
     for span in dev.otlp.spans:
         assert dev.key not in str(span)
+
+
+def test_clrk_traces_shows_the_invocation(dev: Dev) -> None:
+    invocation = _jq_bot(dev).headers["x-clrk-invocation-id"]
+    deadline = time.monotonic() + 10
+    while True:
+        result = subprocess.run(
+            [sys.executable, "-m", "clrk", "traces", "--url", dev.url, "--invocation", invocation],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        if "chat claude-haiku-4-5" in result.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "chat claude-haiku-4-5" in result.stdout
+    assert f"clrk.invocation.id = {invocation}" in result.stdout
+    assert "http.request.header.x-api-key = ['[redacted]']" in result.stdout
+    assert dev.key not in result.stdout
+
+
+def test_without_the_key_clrk_dev_says_what_to_set(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clrk",
+            "dev",
+            "--apply",
+            str(REPO / "examples" / "jq-bot" / "manifests"),
+            "--secret",
+            "anthropic-credentials=ANTHROPIC_API_KEY:api-key",
+            "--no-tui",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "ANTHROPIC_API_KEY is not set" in result.stderr
+    assert "Traceback" not in result.stderr
