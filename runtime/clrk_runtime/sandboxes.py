@@ -161,6 +161,29 @@ def _root_entries() -> tuple[tuple[str, str | None], ...]:
     return _entries("/")
 
 
+_PRIVATE_TOPS = ("/tmp", "/run")  # noqa: S108 - each sandbox gets its own tmpfs here
+
+
+@functools.cache
+def _exposed(entrypoint: tuple[str, ...], path: str, shim_root: str) -> tuple[str, ...]:
+    """Read-only binds that keep the agent's own program and tools visible when they live
+    under ``/tmp`` or ``/run``, which every sandbox replaces with its own tmpfs (a checkout or a
+    virtualenv in /tmp, as in CI). The folder right below ``/tmp`` holding each is bound back;
+    the shim's own temp root never is.
+    """
+    wanted = []
+    for place in [*entrypoint, *path.split(os.pathsep)]:
+        if not place.startswith("/"):
+            continue
+        for candidate in {place, os.path.realpath(place)}:
+            for top in _PRIVATE_TOPS:
+                rest = candidate[len(top) + 1 :].split("/", 1)[0] if candidate.startswith(top + "/") else ""
+                folder = f"{top}/{rest}"
+                if rest and os.path.isdir(folder) and not shim_root.startswith(folder):
+                    wanted.append(f"{folder}:{folder}")
+    return tuple(dict.fromkeys(wanted))
+
+
 @functools.cache
 def _shadows(binds: tuple[str, ...]) -> tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...]:
     """Host folders to rebuild on a tmpfs so that a bind can create its mount point there.
@@ -258,7 +281,7 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
                 stub=stub_script(read_end, proxy_bridge=bridge),
                 meta_dir=f"{directory}/meta",
                 hide=[str(spec.root)],
-                binds=settings.binds,
+                binds=[*settings.binds, *_exposed(tuple(settings.command[:1]), settings.agent_path, str(spec.root))],
                 relay_socket=str(spec.relay_socket) if bridge else None,
                 uid=uid,
                 gid=gid,

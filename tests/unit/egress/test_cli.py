@@ -22,7 +22,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     async def fake_serve(settings: Any, secrets: Any, **_: Any) -> None:
         seen["settings"], seen["secrets"] = settings, secrets
 
-    monkeypatch.setattr(cli, "serve", fake_serve)
+    monkeypatch.setattr("clrk.egress.serving.serve", fake_serve)
     return seen
 
 
