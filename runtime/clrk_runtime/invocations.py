@@ -46,7 +46,7 @@ async def serve_invocation(
     wall_deadline = time.time() + time_limit
     context = propagate.extract(headers)
     attributes: dict[str, str | float] = {
-        "clrk.invocation_id": invocation_id,
+        "clrk.invocation.id": invocation_id,
         "clrk.agent": settings.agent,
         "clrk.sandbox.kind": pool.spec.kind,
         "clrk.timeout_s": time_limit,

@@ -37,7 +37,7 @@ class DevApp(App[None]):
     TITLE = "clrk dev"
     CSS = """
     Grid { grid-size: 2 3; grid-rows: 1fr 1fr 8; }
-    .pane { border: round $accent; }
+    .pane { border: round $accent; height: 1fr; }
     #attributes { column-span: 2; height: 8; overflow-y: auto; border: round $accent; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [("q", "quit", "Quit")]

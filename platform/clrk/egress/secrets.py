@@ -89,6 +89,9 @@ def secrets_from_specs(specs: list[str], environ: Mapping[str, str]) -> StaticSe
         name, env, key = parse_secret_spec(spec)
         value = environ.get(env)
         if not value:
-            raise EgressPolicyError(f"--secret {name}={env}:{key}: environment variable {env} is not set")
+            raise EgressPolicyError(
+                f"--secret {name}={env}:{key}: environment variable {env} is not set; "
+                f"export {env}=<the value> and run again"
+            )
         values[(name, key)] = value
     return StaticSecrets(values)

@@ -92,7 +92,7 @@ async def test_trace_is_continued_and_handed_to_the_agent(shim_root: Path) -> No
     assert f"{span.context.trace_id:032x}" == trace_id
     assert span.parent is not None and f"{span.parent.span_id:016x}" == parent_id
     assert span.attributes is not None
-    assert span.attributes["clrk.invocation_id"] == "i-1"
+    assert span.attributes["clrk.invocation.id"] == "i-1"
     assert span.attributes["clrk.exit_code"] == 0
     assert span.attributes["clrk.sandbox.kind"] == "plain"
     own = f"00-{trace_id}-{span.context.span_id:016x}-01"
