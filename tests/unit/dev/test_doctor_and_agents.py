@@ -86,3 +86,41 @@ def test_staging_makes_copies_any_user_can_read(tmp_path: Path) -> None:
     finally:
         stage.remove()
     assert not stage.root.exists()
+
+
+def test_clrk_dev_refuses_to_start_without_the_images_tools(tmp_path: Path) -> None:
+    import pytest
+
+    from clrk.dev.serving import DevServer
+    from clrk.dev.settings import DevSettings
+    from clrk.errors import ClrkError
+
+    settings = DevSettings(
+        apply=[str(REPO / "examples" / "jq-bot" / "manifests")],
+        secrets=["anthropic-credentials=K:api-key"],
+        agent_path=str(tmp_path),
+        state_dir=tmp_path,
+    )
+    with pytest.raises(ClrkError) as info:
+        DevServer(settings, environ={"K": "v"}).load()
+    message = str(info.value)
+    assert "default/jq-bot: claude (the image installs @anthropic-ai/claude-code with npm)" in message
+    assert "default/jq-bot: jq" in message
+    assert "clrk doctor" in message
+
+
+def test_clrk_dev_refuses_a_policy_whose_secret_is_not_given(tmp_path: Path) -> None:
+    import sys
+
+    import pytest
+
+    from clrk.dev.serving import DevServer
+    from clrk.dev.settings import DevSettings
+    from clrk.errors import ClrkError
+
+    tools = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+    settings = DevSettings(
+        apply=[str(REPO / "examples" / "jq-bot" / "manifests")], state_dir=tmp_path, agent_path=tools
+    )
+    with pytest.raises(ClrkError, match=r"spec.secretKeyRef: secret anthropic-credentials/api-key is not provided"):
+        DevServer(settings, environ={}).load()
