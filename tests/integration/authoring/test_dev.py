@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 
 from clrk.authoring import available_templates
 from tests.integration.authoring.conftest import clrk
+from tests.support.clrk_dev import clrk_dev
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.threaded import in_thread
 from tests.support.tlsca import TestCA
@@ -37,40 +36,20 @@ def dev_url() -> Iterator[str]:
     root.chmod(0o755)
     ca = TestCA.create(root / "ca")
     leaf = ca.issue(["api.anthropic.com"])
-    command = [sys.executable, "-m", "clrk", "dev", "--port", "0", "--no-tui", "--state-dir", str(root / "state")]
+    args = ["--state-dir", str(root / "state")]
     for template in available_templates():
         assert clrk("new", f"new-{template}", "-t", template, "--dir", str(root / template)).exit_code == 0
-        command += ["--apply", str(root / template / "manifests")]
+        args += ["--apply", str(root / template / "manifests")]
     try:
         with in_thread(FakeAnthropic(leaf)) as fake:
             fake.behaviour.structured_output = {"filter": "map(.name)"}
             fake.behaviour.text = "Paris."
-            command += ["--secret", "anthropic-credentials=ANTHROPIC_API_KEY:api-key"]
-            command += ["--egress-upstream", f"api.anthropic.com:443={fake.address}"]
-            command += ["--egress-upstream-ca", str(ca.cert_path)]
-            # The plain sandbox: under bubblewrap, clrk dev cannot yet bind a COPY destination
-            # that does not exist on the host (/usr/local/bin/agent.sh): the root is read-only.
-            command += ["--sandbox", "plain"]
+            args += ["--secret", "anthropic-credentials=ANTHROPIC_API_KEY:api-key"]
+            args += ["--egress-upstream", f"api.anthropic.com:443={fake.address}"]
+            args += ["--egress-upstream-ca", str(ca.cert_path)]
             env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-test-key"}
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-            assert process.stdout is not None
-            output: list[str] = []
-            port = None
-            for line in process.stdout:
-                output.append(line)
-                if line.startswith('{"event": "ready"'):
-                    port = json.loads(line)["port"]
-                    break
-            assert port, "clrk dev did not start:\n" + "".join(output)
-            reader = threading.Thread(target=lambda: output.extend(process.stdout or []), daemon=True)
-            reader.start()
-            try:
-                yield f"http://127.0.0.1:{port}"
-            finally:
-                process.terminate()
-                process.wait(30)
-                reader.join(5)
-                process.stdout.close()
+            with clrk_dev(args, env) as running:
+                yield running.url
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

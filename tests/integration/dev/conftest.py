@@ -3,13 +3,10 @@ sandboxes, through the real egress gateway, to a local fake Anthropic API over T
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.clrk_dev import clrk_dev
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.threaded import in_thread
@@ -80,38 +78,13 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
         }
-        command = [
-            sys.executable, "-m", "clrk", "dev",
+        args = [
             "--apply", str(manifests / "jq-bot" / "manifests"),
             "--apply", str(manifests / "echo"),
             "--secret", "anthropic-credentials=ANTHROPIC_API_KEY:api-key",
-            "--port", "0", "--no-tui", "--state-dir", str(root / "state"),
+            "--state-dir", str(root / "state"),
             "--egress-upstream", f"api.anthropic.com:443={fake.address}",
             "--egress-upstream-ca", str(ca.cert_path),
         ]  # fmt: skip
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO
-        )
-        assert process.stdout is not None
-        output: list[str] = []
-        port = None
-        for line in process.stdout:
-            output.append(line)
-            if line.startswith('{"event": "ready"'):
-                port = json.loads(line)["port"]
-                break
-        assert port, "clrk dev did not start:\n" + "".join(output)
-        reader = threading.Thread(target=lambda: output.extend(process.stdout or []), daemon=True)
-        reader.start()
-        running = Dev(f"http://127.0.0.1:{port}", manifests, fake, otlp, key, root / "state", process, output)
-        try:
-            yield running
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            finally:
-                if process.poll() is None:
-                    process.kill()
-            reader.join(5)
-            process.stdout.close()
+        with clrk_dev(args, env) as running:
+            yield Dev(running.url, manifests, fake, otlp, key, root / "state", running.process, running.output)
