@@ -21,7 +21,7 @@ from clrk.cluster.connecting import Cluster
 from clrk.egress.config import SecretRef
 from clrk.egress.secrets import SecretSource
 from clrk.errors import ClusterError
-from clrk.ingress import AgentTarget, CallerKey, CallerKeys, HttpForwarder, IngressSettings, create_app, key_digest
+from clrk.ingress import AgentTarget, CallerKey, CallerKeys, HttpForwarder, IngressSettings, caller_key, create_app
 
 __all__ = ["routing_table", "serve_ingress"]
 
@@ -58,16 +58,14 @@ def routing_table(
         except ValidationError as exc:
             log.warning("%s left out: %s", _label(body), exc.errors()[0]["msg"])
             continue
-        digest = caller.spec.key_sha256
-        ref = caller.spec.key_secret_ref
-        if digest is None and ref is not None:
-            value = secrets.get(SecretRef(name=ref.name, key=ref.key)) if secrets else None
-            if value is None:
-                log.warning("Caller %s left out: secret %s/%s is not mounted", caller.ref, ref.name, ref.key)
-                continue
-            digest = key_digest(value)
-        if digest is not None:
-            keys.append(CallerKey(caller.ref, digest, frozenset(caller.allowed_refs())))
+        key = caller_key(caller, lambda name, key: secrets.get(SecretRef(name=name, key=key)) if secrets else None)
+        if key is None:
+            ref = caller.spec.key_secret_ref
+            log.warning(
+                "Caller %s left out: secret %s/%s is not mounted", caller.ref, ref and ref.name, ref and ref.key
+            )
+            continue
+        keys.append(key)
     return targets, keys
 
 

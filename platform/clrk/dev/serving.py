@@ -39,6 +39,7 @@ from clrk.ingress import (
     IngressSettings,
     InProcessForwarder,
     InvocationRecord,
+    caller_key,
     create_app,
     key_digest,
 )
@@ -74,18 +75,15 @@ def _caller_keys(callers: list[Caller], values: StaticSecrets, open_mode: bool, 
     # The scheduler calls through the ingress like any caller, with a key made at every start.
     keys = [CallerKey("clrk/scheduler", key_digest(internal_key), frozenset({"*"}))]
     for caller in callers:
-        digest = caller.spec.key_sha256
-        ref = caller.spec.key_secret_ref
-        if digest is None and ref is not None:
-            value = values.get(SecretRef(name=ref.name, key=ref.key))
-            if value is None:
-                raise EgressPolicyError(
-                    f"Caller {caller.ref}: keySecretRef {ref.name}/{ref.key} has no value: "
-                    f"add --secret {ref.name}=ENVVAR:{ref.key}"
-                )
-            digest = key_digest(value)
-        assert digest is not None
-        keys.append(CallerKey(caller.ref, digest, frozenset(caller.allowed_refs())))
+        key = caller_key(caller, lambda name, key: values.get(SecretRef(name=name, key=key)))
+        if key is None:
+            ref = caller.spec.key_secret_ref
+            assert ref is not None
+            raise EgressPolicyError(
+                f"Caller {caller.ref}: keySecretRef {ref.name}/{ref.key} has no value: "
+                f"add --secret {ref.name}=ENVVAR:{ref.key}"
+            )
+        keys.append(key)
     return CallerKeys(keys, open_mode=open_mode)
 
 

@@ -1,7 +1,7 @@
 """The ingress: authenticates callers and routes ``POST /`` to an agent's runtime shim."""
 
 from clrk.ingress.app import AGENT_HEADER, InvocationRecord, create_app
-from clrk.ingress.callers import CallerKey, CallerKeys, key_digest
+from clrk.ingress.callers import CallerKey, CallerKeys, caller_key, key_digest
 from clrk.ingress.forwarding import AgentTarget, Forwarder, HttpForwarder, InProcessForwarder
 from clrk.ingress.settings import IngressSettings
 
@@ -15,6 +15,7 @@ __all__ = [
     "InProcessForwarder",
     "IngressSettings",
     "InvocationRecord",
+    "caller_key",
     "create_app",
     "key_digest",
 ]

@@ -7,6 +7,7 @@ span that parents the invocation. Every error is JSON.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -72,7 +73,9 @@ def _deadline(request: Request, target: AgentTarget) -> float:
     value = request.headers.get(TIMEOUT_HEADER)
     if value is None:
         return target.timeout
-    if not value.isdigit() or int(value) < 1:
+    # ASCII digits only, and few enough for int(): "²".isdigit() is true, and int() refuses
+    # more than 4300 digits; either would otherwise end as a 500.
+    if not (value.isascii() and value.isdigit() and len(value) <= 15) or int(value) < 1:
         raise Problem(
             400,
             "invalid_timeout",
@@ -81,16 +84,26 @@ def _deadline(request: Request, target: AgentTarget) -> float:
     return min(target.timeout, int(value) / 1000)
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request, limit: int, patience: float) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise Problem(413, "payload_too_large", f"body of {declared} bytes is over the {limit}-byte limit")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, "payload_too_large", f"body is over the {limit}-byte limit")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(patience):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Problem(413, "payload_too_large", f"body is over the {limit}-byte limit")
+                chunks.append(chunk)
+    except TimeoutError:
+        # A body that never finishes arriving must not hold the connection (and a task) forever.
+        raise Problem(
+            408,
+            "body_timeout",
+            f"the body did not arrive within {patience:g}s ({size} bytes came)",
+            {"Connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 
@@ -121,7 +134,7 @@ def create_app(
                 caller = callers.authorize(request.headers.get("authorization"), target.ref)
                 timeout = _deadline(request, target)
                 try:
-                    body = await _body(request, settings.max_body_bytes)
+                    body = await _body(request, settings.max_body_bytes, settings.body_timeout_seconds)
                 except ClientDisconnect:
                     raise Problem(400, "incomplete_body", "the body ended before its declared length") from None
                 envelope = envelope_for(request.headers, body)

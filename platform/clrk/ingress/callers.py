@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from clrk.api import Caller
 from clrk.ingress.problems import Problem
 
-__all__ = ["CallerKey", "CallerKeys", "key_digest"]
+__all__ = ["CallerKey", "CallerKeys", "caller_key", "key_digest"]
 
 
 def key_digest(key: str) -> str:
@@ -27,6 +28,21 @@ class CallerKey:
     digest: str
     agents: frozenset[str]
     """``namespace/name`` refs, or ``*``."""
+
+
+def caller_key(caller: Caller, secret: Callable[[str, str], str | None]) -> CallerKey | None:
+    """The table entry for a Caller object; ``secret(name, key)`` reads a ``keySecretRef``.
+    None when that secret has no value (the caller decides whether that is fatal)."""
+    digest = caller.spec.key_sha256
+    ref = caller.spec.key_secret_ref
+    if digest is None and ref is not None:
+        value = secret(ref.name, ref.key)
+        if value is None:
+            return None
+        digest = key_digest(value)
+    if digest is None:
+        return None
+    return CallerKey(caller.ref, digest, frozenset(caller.allowed_refs()))
 
 
 class CallerKeys:

@@ -27,6 +27,8 @@ class IngressSettings(BaseSettings):
     port: int = Field(18080, ge=0, le=65535)
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     """Largest request body accepted (bytes); larger gets 413."""
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    """Longest wait for the whole request body; a body still arriving after it gets 408."""
     auth: Literal["auto", "open", "keys"] = "auto"
     """``open`` lets anyone call any agent; ``keys`` requires a Caller's bearer key; ``auto`` is
     open only when listening on loopback."""
