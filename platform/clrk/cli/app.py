@@ -5,6 +5,7 @@ the one place that talks to humans about errors: a :class:`~clrk.errors.ClrkErro
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -22,32 +23,28 @@ app = typer.Typer(
 )
 
 
-@app.command()
 def version() -> None:
     """Print clrk's version."""
     typer.echo(__version__)
 
 
-app.command()(manifests.render)
-app.command()(manifests.validate)
-app.command()(manifests.crds)
-app.command()(dev.dev)
-app.command()(dev.doctor)
-app.command()(dev.traces)
-app.command()(egress)
-app.command()(authoring.new)
-app.command()(authoring.invoke)
-for command in (
-    cluster.apply,
-    cluster.delete,
-    cluster.get,
-    cluster.logs,
-    cluster.install,
-    cluster.build,
-    cluster.operator,
-    cluster.ingress,
-):
-    app.command()(command)
+PANELS: dict[str, list[Callable[..., None]]] = {
+    "On this machine": [dev.dev, dev.doctor, dev.traces, authoring.invoke],
+    "Writing agents": [authoring.new, manifests.validate, manifests.render, manifests.crds],
+    "On a cluster": [
+        cluster.install,
+        cluster.apply,
+        cluster.get,
+        cluster.logs,
+        cluster.delete,
+        cluster.build,
+        cluster.operator,
+    ],
+    "Pieces, as the cluster runs them": [cluster.ingress, egress, version],
+}
+for panel, commands in PANELS.items():
+    for command in commands:
+        app.command(rich_help_panel=panel)(command)
 
 
 def main() -> None:
