@@ -74,7 +74,7 @@ async def run_dev(settings: DevSettings, environ: Mapping[str, str], *, tui: boo
         each.addFilter(scrubber)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal went away
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(server.watch())
     try:

@@ -314,6 +314,8 @@ class DevServer:
         return self._secrets.values()
 
     def _finished(self, record: InvocationRecord) -> None:
+        if self.egress is not None:  # its proxy credentials die with it, not at its deadline
+            self.egress.revoke(record.invocation_id)
         self.records.append(record)
         if self.on_finished is not None:
             self.on_finished(record)

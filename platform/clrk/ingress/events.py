@@ -53,7 +53,9 @@ def _checked_id(value: str, where: str) -> str:
 def _validate(headers: Mapping[str, str], body: bytes, mode: str) -> str:
     try:
         event = from_http(dict(headers), body)
-    except (GenericException, ValueError) as exc:
+    except (GenericException, ValueError, AttributeError, TypeError) as exc:
+        # The SDK also raises AttributeError/TypeError on odd input (ce-* headers with a
+        # structured content type and a JSON array body), which would otherwise end as a 500.
         raise Problem(400, "invalid_cloudevent", f"{mode} CloudEvent: {exc}") from None
     if event["specversion"] != "1.0":
         raise Problem(400, "invalid_cloudevent", f"{mode} CloudEvent: specversion must be 1.0")

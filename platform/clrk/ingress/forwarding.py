@@ -42,6 +42,12 @@ class Forwarder(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _wire(headers: Mapping[str, str]) -> dict[bytes, bytes]:
+    """Header values as the caller's bytes: Starlette decoded them as latin-1, and httpx would
+    encode a ``str`` as ASCII, failing (a 500) on any obs-text byte a caller may legally send."""
+    return {name.encode("latin-1"): value.encode("latin-1") for name, value in headers.items()}
+
+
 def _reply(response: httpx.Response) -> Reply:
     headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
     return Reply(response.status_code, headers, response.content)
@@ -64,7 +70,7 @@ class InProcessForwarder:
         _, app = self._apps[target.ref]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
-            response = await client.post("/", headers=dict(headers), content=body, timeout=wait)
+            response = await client.post("/", headers=_wire(headers), content=body, timeout=wait)
         return _reply(response)
 
     async def aclose(self) -> None:
@@ -91,7 +97,7 @@ class HttpForwarder:
         return f"http://{name}.{namespace}.{self._domain}/"
 
     async def forward(self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float) -> Reply:
-        response = await self._client.post(self.url(target), headers=dict(headers), content=body, timeout=wait)
+        response = await self._client.post(self.url(target), headers=_wire(headers), content=body, timeout=wait)
         return _reply(response)
 
     async def aclose(self) -> None:

@@ -66,6 +66,7 @@ def openapi_document() -> dict[str, Any]:
                         "401": _error("No valid bearer key"),
                         "403": _error("The key may not call this agent"),
                         "404": _error("Unknown agent"),
+                        "408": _error("The body did not finish arriving within the body timeout"),
                         "413": _error("Body too large"),
                         "502": _error("The agent failed or its output was too large"),
                         "503": _error("No capacity; retry after Retry-After seconds"),
