@@ -11,6 +11,7 @@ The format is documented for agent authors in ``docs/envelope.md``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,6 +74,10 @@ def encode_envelope(
             event = from_http(dict(headers), body)
         except Exception as exc:  # the SDK raises a zoo of its own types
             raise EnvelopeError(f"not a valid CloudEvent: {exc}") from exc
+        if "ce-specversion" in headers and body and _is_json_type(headers.get("content-type", "")):
+            # The SDK reads a JSON body of "" as no data at all: keep exactly what was sent.
+            with contextlib.suppress(ValueError):
+                event.data = json.loads(body)
         _, structured = to_structured(event)
         return Envelope(invocation_id=str(event["id"]), body=structured)
     invocation_id = headers.get("x-clrk-invocation-id") or new_id()

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from clrk_runtime.sandboxes import Sandbox, SandboxKind, SandboxSpec, create_sandbox
 
@@ -53,6 +54,8 @@ class SandboxPool:
         self._wanted = asyncio.Event()
         self._filler: asyncio.Task[None] | None = None
         self._closing = False
+        self._orphans: set[asyncio.Future[Any]] = set()
+        """Sandboxes still being made for invocations that gave up, and their closing."""
 
     @property
     def stats(self) -> PoolStats:
@@ -92,10 +95,28 @@ class SandboxPool:
                 sandbox = self._warm.popleft()
                 self._wanted.set()
                 return sandbox
-            return await create_sandbox(self.spec)
+            creating = asyncio.ensure_future(create_sandbox(self.spec))
+            try:
+                return await asyncio.shield(creating)
+            except asyncio.CancelledError:
+                # The deadline passed while the sandbox was being made: close it once it exists,
+                # rather than leaving its process and pipes behind.
+                self._orphans.add(creating)
+                creating.add_done_callback(self._discard)
+                raise
         except BaseException:
             self.release()
             raise
+
+    def _discard(self, creating: asyncio.Future[Sandbox]) -> None:
+        self._orphans.discard(creating)
+        if creating.cancelled() or creating.exception() is not None:
+            return
+        sandbox = creating.result()
+        sandbox.kill()
+        closing = asyncio.ensure_future(sandbox.close())
+        self._orphans.add(closing)
+        closing.add_done_callback(self._orphans.discard)
 
     def release(self) -> None:
         self._busy -= 1
@@ -110,6 +131,8 @@ class SandboxPool:
         waiting = list(self._warm)
         self._warm.clear()
         await asyncio.gather(*(sandbox.close() for sandbox in waiting))
+        while self._orphans:
+            await asyncio.gather(*list(self._orphans), return_exceptions=True)
 
     async def _refill(self) -> None:
         while True:

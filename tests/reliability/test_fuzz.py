@@ -253,12 +253,6 @@ def test_fuzz_json_bodies_reach_the_agent_untouched(
         assert response.json().get("data") == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug in the runtime shim (runtime/clrk_runtime/envelope.py, not the ingress): it re-encodes "
-    "the binary CloudEvent with the cloudevents SDK, whose from_http turns data '' into None, so the JSON body "
-    '"" reaches the agent with no data (jq .data: null). Found by the fuzzing below; strict, so the fix shows.',
-)
 def test_the_json_empty_string_reaches_the_agent(bad_input_client: httpx.Client) -> None:
     response = bad_input_client.post(
         "/", headers={"X-Clrk-TaskAgent": BAD_INPUT_AGENT, "Content-Type": "application/json"}, content=b'""'

@@ -53,3 +53,27 @@ def _mentions(cmdline: Path, marker: str) -> bool:
         return marker.encode() in cmdline.read_bytes()
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_deadline_that_passes_while_the_sandbox_is_made(kind: str, shim_root: Path) -> None:
+    """Deadlines of a few milliseconds end while a cold sandbox is still being made: the
+    sandbox is closed once it exists (no process, pipe or directory left, and no unclosed-pipe
+    warning, which pytest's filterwarnings=error would turn into a failure)."""
+    import gc
+    import warnings
+
+    before = sandbox_processes()
+    settings = settings_for(kind, shim_root, ["cat"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with AgentRuntime(settings) as runtime:
+            statuses = set()
+            for milliseconds in (1, 2, 3) * 5:
+                response = await runtime.handle({"x-clrk-timeout-ms": str(milliseconds)}, b"{}")
+                statuses.add(response.status)
+            assert 504 in statuses
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert sandbox_processes() == before
+    assert list(shim_root.iterdir()) == []

@@ -69,3 +69,16 @@ def test_structured_cloudevent_passes_through() -> None:
 def test_malformed_cloudevent_is_an_error() -> None:
     with pytest.raises(EnvelopeError):
         _encode({"content-type": "application/cloudevents+json"}, b"{oops")
+
+
+def test_binary_json_data_is_kept_exactly_even_when_falsy() -> None:
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "e",
+        "ce-source": "/s",
+        "ce-type": "t",
+        "content-type": "application/json",
+    }
+    for raw, value in ((b'""', ""), (b"0", 0), (b"false", False), (b"[]", [])):
+        envelope = encode_envelope(headers, raw, new_id=lambda: "unused")
+        assert json.loads(envelope.body)["data"] == value
