@@ -58,23 +58,31 @@ class InProcessForwarder:
     on reload; requests already in flight keep the app they started with."""
 
     def __init__(self) -> None:
-        self._apps: dict[str, tuple[AgentTarget, Any]] = {}
+        self._apps: dict[str, tuple[AgentTarget, httpx.AsyncClient]] = {}
+        self._targets: dict[str, AgentTarget] = {}
+        self._retired: list[httpx.AsyncClient] = []
 
     def set_apps(self, apps: Mapping[str, tuple[AgentTarget, Any]]) -> None:
-        self._apps = dict(apps)
+        self._retired += [client for _, client in self._apps.values()]
+        self._apps = {
+            ref: (target, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shim"))
+            for ref, (target, app) in apps.items()
+        }
+        self._targets = {ref: target for ref, (target, _) in self._apps.items()}
 
     def targets(self) -> Mapping[str, AgentTarget]:
-        return {ref: target for ref, (target, _) in self._apps.items()}
+        return self._targets
 
     async def forward(self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float) -> Reply:
-        _, app = self._apps[target.ref]
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
-            response = await client.post("/", headers=_wire(headers), content=body, timeout=wait)
+        _, client = self._apps[target.ref]
+        response = await client.post("/", headers=_wire(headers), content=body, timeout=wait)
         return _reply(response)
 
     async def aclose(self) -> None:
-        self._apps = {}
+        clients = self._retired + [client for _, client in self._apps.values()]
+        self._apps, self._targets, self._retired = {}, {}, []
+        for client in clients:
+            await client.aclose()
 
 
 class HttpForwarder:
