@@ -111,9 +111,8 @@ async def load(url: str, pid: int, callers: int, seconds: float) -> None:
     )
     if latencies:
         ms = [x * 1000 for x in latencies]
-        print(
-            f"  200s: {len(ms)} ({len(ms) / seconds:.0f}/s), p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms"
-        )
+        p50, p99 = percentile(ms, 50), percentile(ms, 99)
+        print(f"  200s: {len(ms)} ({len(ms) / seconds:.0f}/s), p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     print(f"  clrk dev RSS: {before / 1024:.0f} MiB before, {peak_rss / 1024:.0f} MiB peak, "
           f"{rss_kib(pid) / 1024:.0f} MiB after; open files after: {open_files(pid)}")  # fmt: skip
 
