@@ -58,6 +58,11 @@ class SandboxPool:
         """Sandboxes still being made for invocations that gave up, and their closing."""
 
     @property
+    def saturated(self) -> bool:
+        """Every sandbox is busy and the queue is full: the next acquire would be refused."""
+        return self._closing or (self._slots.locked() and self._queued >= self.queue_size)
+
+    @property
     def stats(self) -> PoolStats:
         return PoolStats(
             kind=self.spec.kind,

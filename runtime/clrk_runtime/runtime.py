@@ -69,6 +69,11 @@ class AgentRuntime:
         return self._started_pool().spec.kind
 
     @property
+    def saturated(self) -> bool:
+        """No capacity for one more invocation right now (all busy, queue full, or draining)."""
+        return self._draining or self._pool is None or self._pool.saturated
+
+    @property
     def ready(self) -> bool:
         """True once the warm pool was filled, until draining begins."""
         return self._ready and not self._draining
@@ -126,6 +131,8 @@ class AgentRuntime:
 
     async def handle(self, headers: Mapping[str, str], body: bytes) -> Response:
         """Answer one request: ``headers`` with lower-case names, ``body`` already read."""
+        if self.saturated:  # refuse before any work: under overload, refusals must stay cheap
+            return no_capacity(headers.get("ce-id") or headers.get("x-clrk-invocation-id") or str(uuid7()))
         try:
             envelope = encode_envelope(headers, body, new_id=lambda: str(uuid7()))
         except EnvelopeError as exc:

@@ -98,7 +98,7 @@ class DevServer:
     bundle: Bundle | None = None
     egress: EgressGateway | None = None
     port: int | None = None
-    _forwarder: InProcessForwarder = field(default_factory=InProcessForwarder)
+    _forwarder: InProcessForwarder = field(init=False)
     _server: _Server | None = None
     _serving: asyncio.Task[None] | None = None
     _token_key: bytes = field(default_factory=lambda: secrets.token_urlsafe(32).encode("ascii"))
@@ -108,6 +108,13 @@ class DevServer:
     _app: Starlette | None = None
     _scheduler: Scheduler | None = None
     _stage: Stage | None = None
+
+    def __post_init__(self) -> None:
+        self._forwarder = InProcessForwarder(saturated=self._saturated)
+
+    def _saturated(self, ref: str) -> bool:
+        runtime = self.runtimes.get(ref)
+        return runtime is not None and runtime.saturated
 
     # -- loading ---------------------------------------------------------------------------
     def load(self) -> Bundle:

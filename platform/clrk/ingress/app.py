@@ -133,6 +133,8 @@ def create_app(
                 target = _target(request, forwarder)
                 caller = callers.authorize(request.headers.get("authorization"), target.ref)
                 timeout = _deadline(request, target)
+                if forwarder.saturated(target):
+                    raise Problem(503, "no_capacity", f"agent {target.ref} is at capacity; retry", {"Retry-After": "1"})
                 try:
                     body = await _body(request, settings.max_body_bytes, settings.body_timeout_seconds)
                 except ClientDisconnect:

@@ -7,7 +7,7 @@ the shim sees is the same bytes either way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,6 +37,11 @@ class AgentTarget:
 class Forwarder(Protocol):
     def targets(self) -> Mapping[str, AgentTarget]: ...
 
+    def saturated(self, target: AgentTarget) -> bool:
+        """Whether the agent would refuse one more invocation now (so the ingress can answer 503
+        before reading the body); False when the forwarder cannot tell."""
+        ...
+
     async def forward(self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float) -> Reply: ...
 
     async def aclose(self) -> None: ...
@@ -57,7 +62,8 @@ class InProcessForwarder:
     """Agents served by ASGI apps in this process (``clrk dev``). ``set_apps`` swaps the table
     on reload; requests already in flight keep the app they started with."""
 
-    def __init__(self) -> None:
+    def __init__(self, saturated: Callable[[str], bool] | None = None) -> None:
+        self._saturated = saturated
         self._apps: dict[str, tuple[AgentTarget, httpx.AsyncClient]] = {}
         self._targets: dict[str, AgentTarget] = {}
         self._retired: list[httpx.AsyncClient] = []
@@ -72,6 +78,9 @@ class InProcessForwarder:
 
     def targets(self) -> Mapping[str, AgentTarget]:
         return self._targets
+
+    def saturated(self, target: AgentTarget) -> bool:
+        return self._saturated is not None and self._saturated(target.ref)
 
     async def forward(self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float) -> Reply:
         _, client = self._apps[target.ref]
@@ -95,6 +104,9 @@ class HttpForwarder:
 
     def targets(self) -> Mapping[str, AgentTarget]:
         return self._targets
+
+    def saturated(self, target: AgentTarget) -> bool:
+        return False  # Knative's queue-proxy answers for the pods' capacity
 
     def set_targets(self, targets: Mapping[str, AgentTarget]) -> None:
         """Swap the routing table (a cluster's TaskAgents, re-read every few seconds)."""
