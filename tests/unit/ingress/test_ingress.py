@@ -304,3 +304,15 @@ async def test_server_span_parents_the_invocation(client: httpx.AsyncClient, shi
     assert forwarded.split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
     assert forwarded.split("-")[2] == format(span.context.span_id, "016x")
     assert span.attributes is not None and span.attributes["clrk.agent"] == AGENT
+
+
+async def test_an_agent_at_capacity_is_refused_at_once(shim: RecordingShim) -> None:
+    forwarder = InProcessForwarder(saturated=lambda ref: ref == AGENT)
+    forwarder.set_apps({AGENT: (AgentTarget(AGENT, 100.0), shim)})
+    app = create_app(forwarder, CallerKeys(open_mode=True), IngressSettings())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as client:
+        response = await client.post("/", content=b"{}", headers={"X-Clrk-TaskAgent": AGENT})
+    _assert_error(response, 503, "no_capacity")
+    assert response.headers["retry-after"] == "1"
+    assert shim.requests == []
+    await forwarder.aclose()
