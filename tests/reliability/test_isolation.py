@@ -26,8 +26,9 @@ from tests.reliability.conftest import (
     faults_processes,
     faults_wait_for,
 )
+from tests.support.readable import agents_dir
 
-AGENTS = Path(__file__).resolve().parents[1] / "agents"
+AGENTS = agents_dir()
 pytestmark = pytest.mark.skipif(
     not bwrap_works(FAULTS_DEV_UID, FAULTS_DEV_UID, os.geteuid() == 0), reason="bubblewrap does not work here"
 )

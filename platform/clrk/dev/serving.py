@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -241,7 +242,7 @@ class DevServer:
         """Start a shim for each agent of ``bundle``, swap them in, stop the ones replaced."""
         assert self.egress is not None and self.egress.port is not None and self.egress.ca is not None
         started: dict[str, AgentRuntime] = {}
-        stage = stage_bundle(bundle, self.egress.ca.bundle)
+        stage = stage_bundle(bundle, self.egress.ca.bundle, self.settings.agent_path, other_user=os.geteuid() == 0)
         try:
             for agent in bundle.manifests.agents:
                 runtime = AgentRuntime(
@@ -252,7 +253,7 @@ class DevServer:
                         token_key=self._token_key,
                         ca_bundle=stage.ca_bundle,
                         sandbox=self.settings.sandbox,
-                        agent_path=self.settings.agent_path,
+                        agent_path=stage.path,
                         binds=stage.binds.get(agent.ref, {}),
                     )
                 )

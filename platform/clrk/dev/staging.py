@@ -1,10 +1,12 @@
 """Stage what agents read from the host, where the sandbox's user can read it.
 
 When ``clrk dev`` runs as root, agents run as uid 65534, which cannot enter a home folder or a
-0700 temp folder: the build context's COPY sources and the egress gateway's CA bundle are copied
-into one world-readable folder per start or reload (code and public certificates only, never a
-secret), and bound or pointed at from there. Copying also means an agent never sees a half-saved
-file while its author edits it: edits arrive with the reload they trigger.
+0700 temp folder: the build context's COPY sources, the egress gateway's CA bundle and the tools
+the image installs that the host keeps out of that user's reach (the pinned Claude CLI inside a
+checkout under /root) are put into one world-readable folder per start or reload (code, tools
+and public certificates only, never a secret), and bound or pointed at from there. Copying also
+means an agent never sees a half-saved file while its author edits it: edits arrive with the
+reload they trigger.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from clrk.dev.agents import copy_binds
+from clrk.dev.doctor import requirements
 from clrk.manifests import Bundle
 
 __all__ = ["Stage", "stage_bundle"]
@@ -31,11 +34,42 @@ def _readable(path: Path) -> None:
         item.chmod(stat.S_IMODE(mode) | extra)
 
 
-class Stage:
-    """One staged copy: ``binds[agent ref]`` maps destinations to staged sources."""
+def reachable_by_others(path: Path) -> bool:
+    """Whether a user that is neither owner nor group may search every folder down to ``path``
+    and run it (what uid 65534 needs to use a tool)."""
+    real = path.resolve()
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents) and bool(
+        real.stat().st_mode & stat.S_IXOTH
+    )
 
-    def __init__(self, root: Path, binds: dict[str, dict[str, str]], ca_bundle: Path) -> None:
-        self.root, self.binds, self.ca_bundle = root, binds, ca_bundle
+
+def _stage_tools(commands: list[str], agent_path: str, bin_dir: Path) -> bool:
+    """Put the tools the agents' images install, where the host has them out of the sandbox
+    user's reach (a checkout in /root or another 0700 folder), into ``bin_dir``: hard-linked
+    when the file system allows, else copied. True when any was staged."""
+    staged = False
+    for command in commands:
+        found = shutil.which(command, path=agent_path)
+        if found is None or reachable_by_others(Path(found)):
+            continue
+        bin_dir.mkdir(exist_ok=True)
+        target = bin_dir / command
+        source = Path(found).resolve()
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+        target.chmod(0o755)
+        staged = True
+    return staged
+
+
+class Stage:
+    """One staged copy: ``binds[agent ref]`` maps destinations to staged sources; ``path`` is the
+    PATH agents get (with the staged tools' folder first when there are any)."""
+
+    def __init__(self, root: Path, binds: dict[str, dict[str, str]], ca_bundle: Path, path: str) -> None:
+        self.root, self.binds, self.ca_bundle, self.path = root, binds, ca_bundle, path
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -44,7 +78,8 @@ class Stage:
 _STAGE_PARENT = "/var/tmp"  # noqa: S108 - not /tmp: bubblewrap sandboxes get their own /tmp, hiding the host's
 
 
-def stage_bundle(bundle: Bundle, ca_bundle: Path) -> Stage:
+def stage_bundle(bundle: Bundle, ca_bundle: Path, agent_path: str, *, other_user: bool) -> Stage:
+    """``other_user``: agents run as another uid than this process (clrk dev runs as root)."""
     parent = _STAGE_PARENT if os.path.isdir(_STAGE_PARENT) else None
     root = Path(tempfile.mkdtemp(prefix="clrk-dev-", dir=parent))
     try:
@@ -67,7 +102,11 @@ def stage_bundle(bundle: Bundle, ca_bundle: Path) -> Stage:
         staged_ca = root / "ca-bundle.pem"
         shutil.copyfile(ca_bundle, staged_ca)
         staged_ca.chmod(0o644)
-        return Stage(root, binds, staged_ca)
+        path = agent_path
+        commands = [r.command for c in bundle.contexts.values() for r in requirements(c.image.run)]
+        if other_user and _stage_tools(commands, agent_path, root / "bin"):
+            path = f"{root / 'bin'}{os.pathsep}{agent_path}"
+        return Stage(root, binds, staged_ca, path)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise

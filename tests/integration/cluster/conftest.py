@@ -2,7 +2,7 @@
 ``clrk install`` applied, driven through the real CLI commands.
 
 Skips, saying how to build the binaries, when they are missing. Knative's CRDs come from the
-repository's sibling ``../shared/crds`` (stripped of ``default: ""`` and ``x-kubernetes-validations``,
+repository's ``tests/data/crds`` (copies of upstream's) (stripped of ``default: ""`` and ``x-kubernetes-validations``,
 which the 1.20 server refuses). No controllers run: a Knative Service is stored, never Ready.
 """
 
@@ -25,7 +25,7 @@ from clrk.cluster.installing import wait_established
 from tests.integration.cluster.envtest import EnvTest, missing_binaries
 
 REPO = Path(__file__).resolve().parents[3]
-SHARED_CRDS = REPO.parent / "shared" / "crds"
+SHARED_CRDS = REPO / "tests" / "data" / "crds"
 
 
 def knative_crds() -> list[dict[str, Any]]:
@@ -50,6 +50,7 @@ def knative_crds() -> list[dict[str, Any]]:
     out = []
     for path in sorted(SHARED_CRDS.glob("*.yaml")):
         out += [strip(doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert out, f"no Knative CRDs in {SHARED_CRDS}"
     return out
 
 

@@ -36,7 +36,7 @@ from tests.support.tlsca import TestCA
 __all__ = ["EnvTest", "binaries_dir", "missing_binaries"]
 
 TOKEN = "clrk-envtest-token"
-BUILD_HINT = "build them with `hack/envtest.sh` (wraps ../shared/tools/build-kube-apiserver, ~4 min, offline)"
+BUILD_HINT = "build them with `hack/envtest.sh` (wraps hack/build-kube-apiserver, ~4 min, offline)"
 
 
 def binaries_dir() -> Path:

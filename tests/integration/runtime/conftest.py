@@ -19,8 +19,9 @@ from clrk_runtime.asgi import ShimApp
 from clrk_runtime.backends import bwrap_works
 from clrk_runtime.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
+from tests.support.readable import agents_dir
 
-AGENTS = Path(__file__).resolve().parents[2] / "agents"
+AGENTS = agents_dir()
 SANDBOX_UID = 64977
 """An otherwise unused uid, so that counting its processes counts only ours."""
 HAS_BWRAP = bwrap_works(SANDBOX_UID, SANDBOX_UID, os.geteuid() == 0)

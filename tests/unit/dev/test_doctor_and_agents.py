@@ -72,13 +72,24 @@ def test_staging_makes_copies_any_user_can_read(tmp_path: Path) -> None:
     ca = tmp_path / "private" / "ca.pem"
     ca.write_text("CERT")
     bundle = load_bundle([str(context / "manifests")])
-    stage = stage_bundle(bundle, ca)
+    tools = tmp_path / "private" / "bin"
+    tools.mkdir()
+    (tools / "jq").write_text("#!/bin/sh\necho jq\n")
+    (tools / "jq").chmod(0o755)
+    (context / "Dockerfile").write_text(
+        'FROM alpine\nRUN apk add jq\nCOPY run.sh /app/run.sh\nENTRYPOINT ["/app/run.sh"]\n'
+    )
+    bundle = load_bundle([str(context / "manifests")])
+    stage = stage_bundle(bundle, ca, f"{tools}:/usr/bin:/bin", other_user=True)
     try:
         staged = Path(stage.binds["default/a"]["/app/run.sh"])
         assert staged.read_text() == "#!/bin/sh\necho hi\n"
         assert staged.stat().st_mode & 0o005 == 0o005, "others may read and run it"
         assert stage.ca_bundle.read_text() == "CERT"
         assert stage.ca_bundle.stat().st_mode & 0o004
+        staged_jq = stage.root / "bin" / "jq"
+        assert staged_jq.read_text() == "#!/bin/sh\necho jq\n", "a tool out of the agent user's reach is staged"
+        assert stage.path == f"{stage.root / 'bin'}:{tools}:/usr/bin:/bin"
         for parent in staged.parents:
             if parent == stage.root.parent:
                 break

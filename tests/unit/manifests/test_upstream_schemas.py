@@ -1,5 +1,5 @@
-"""What the compiler emits validates against the upstream Knative CRD schemas (../shared/crds),
-with unknown fields rejected as the API server would prune them. No schema covers annotation
+"""What the compiler emits validates against the upstream Knative CRD schemas (unmodified copies
+in tests/data/crds), with unknown fields rejected as the API server would prune them. No schema covers annotation
 keys, so those are checked against Knative's documented names here."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import yaml
 from clrk.manifests import compile_bundle, load_bundle
 
 REPO = Path(__file__).resolve().parents[3]
-SHARED_CRDS = REPO.parent / "shared" / "crds"
+SHARED_CRDS = REPO / "tests" / "data" / "crds"
 GOLDEN = Path(__file__).parent / "golden"
 
 KNATIVE_ANNOTATIONS = {
@@ -39,7 +39,7 @@ def _strict(node: Any) -> Any:
 def _schema(filename: str, version: str) -> dict[str, Any]:
     path = SHARED_CRDS / filename
     if not path.exists():
-        pytest.fail(f"{path} is missing: the upstream CRDs live in ../shared/crds")
+        pytest.fail(f"{path} is missing: the upstream CRDs live in tests/data/crds")
     crd = yaml.safe_load(path.read_text())
     for served in crd["spec"]["versions"]:
         if served["name"] == version:
