@@ -48,7 +48,7 @@ def _stage_tools(commands: list[str], agent_path: str, bin_dir: Path) -> bool:
     user's reach (a checkout in /root or another 0700 folder), into ``bin_dir``: hard-linked
     when the file system allows, else copied. True when any was staged."""
     staged = False
-    for command in commands:
+    for command in dict.fromkeys(commands):  # several agents often need the same tool
         found = shutil.which(command, path=agent_path)
         if found is None or reachable_by_others(Path(found)):
             continue

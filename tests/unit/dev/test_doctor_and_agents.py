@@ -77,7 +77,7 @@ def test_staging_makes_copies_any_user_can_read(tmp_path: Path) -> None:
     (tools / "jq").write_text("#!/bin/sh\necho jq\n")
     (tools / "jq").chmod(0o755)
     (context / "Dockerfile").write_text(
-        'FROM alpine\nRUN apk add jq\nCOPY run.sh /app/run.sh\nENTRYPOINT ["/app/run.sh"]\n'
+        'FROM alpine\nRUN apk add jq && apk add jq bash\nCOPY run.sh /app/run.sh\nENTRYPOINT ["/app/run.sh"]\n'
     )
     bundle = load_bundle([str(context / "manifests")])
     stage = stage_bundle(bundle, ca, f"{tools}:/usr/bin:/bin", other_user=True)
