@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from clrk.api.common import Duration, ObjectMeta, Resource, Spec
+from clrk.api.common import DNS_LABEL_RULE, Duration, ObjectMeta, Resource, Spec, is_dns_label
 
 __all__ = [
     "ANNOTATION_BUILD_CONTEXT",
@@ -20,6 +20,7 @@ __all__ = [
     "PodTemplate",
     "TaskAgent",
     "TaskAgentSpec",
+    "agent_name_problem",
 ]
 
 ANNOTATION_BUILD_CONTEXT = "clrk.dev/build-context"
@@ -109,6 +110,19 @@ MAX_AGENT_NAME = 58
 """``clrk-<name>`` names the agent's ingress Service, and Service names are at most 63 characters."""
 
 
+def agent_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a TaskAgent's name, or None: it must be a Kubernetes name,
+    and also name Services (``clrk-<name>``), which must start with a letter."""
+    if not is_dns_label(name):
+        return f"expected {DNS_LABEL_RULE}"
+    if len(name) > MAX_AGENT_NAME or not name[0].isalpha():
+        return (
+            f"a TaskAgent name must start with a letter and have at most {MAX_AGENT_NAME} characters "
+            "(it also names Services)"
+        )
+    return None
+
+
 class TaskAgent(Resource):
     kind: Literal["TaskAgent"] = "TaskAgent"
     spec: TaskAgentSpec
@@ -116,12 +130,9 @@ class TaskAgent(Resource):
     @field_validator("metadata")
     @classmethod
     def _service_name(cls, metadata: ObjectMeta) -> ObjectMeta:
-        name = metadata.name
-        if len(name) > MAX_AGENT_NAME or not name[0].isalpha():
-            raise ValueError(
-                f"a TaskAgent name must start with a letter and have at most {MAX_AGENT_NAME} characters "
-                f"(it also names Services), found {name!r}"
-            )
+        problem = agent_name_problem(metadata.name)
+        if problem is not None:
+            raise ValueError(f"{problem}, found {metadata.name!r}")
         return metadata
 
     @property

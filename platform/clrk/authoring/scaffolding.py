@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clrk.api.common import DNS_LABEL_RULE, is_dns_label
+from clrk.api.taskagent import agent_name_problem
 from clrk.authoring.templates import TemplateFile, available_templates, read_template, templates_dir
 from clrk.errors import ClrkError
 
@@ -54,8 +54,9 @@ class Fork:
 
 def check_name(name: str) -> str:
     """``name`` if it can name a TaskAgent, else :class:`ScaffoldError` quoting the rule."""
-    if not is_dns_label(name):
-        raise ScaffoldError(f"{name!r} cannot name an agent: expected {DNS_LABEL_RULE}", "NAME")
+    problem = agent_name_problem(name)
+    if problem is not None:
+        raise ScaffoldError(f"{name!r} cannot name an agent: {problem}", "NAME")
     return name
 
 

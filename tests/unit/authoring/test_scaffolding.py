@@ -40,9 +40,16 @@ def test_the_clis_help_names_every_template() -> None:
     assert sorted(TEMPLATES_HELP.rstrip(".").replace(" or ", ", ").split(", ")) == TEMPLATES
 
 
-@pytest.mark.parametrize("name", ["a", "my-bot", "bot2", "x" * 63])
+@pytest.mark.parametrize("name", ["a", "my-bot", "bot2", "x" * 58])
 def test_names_kubernetes_accepts(name: str) -> None:
     assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["9lives", "x" * 59])
+def test_names_that_cannot_name_the_agents_service_are_refused(name: str) -> None:
+    """Its own manifests would be rejected: clrk-<name> must be a Service name too."""
+    with pytest.raises(ScaffoldError, match="must start with a letter and have at most 58 characters"):
+        check_name(name)
 
 
 @pytest.mark.parametrize("name", ["", "My-Bot", "my_bot", "-bot", "bot-", "my.bot", "x" * 64, "ns/bot"])
