@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from clrk_runtime.settings import parse_duration as parse_seconds
+
 __all__ = [
     "API_GROUP",
     "API_VERSION",
@@ -41,9 +43,6 @@ DNS_LABEL_RULE = (
     "at most 63 characters of lower-case letters, digits and '-', starting and ending with a letter or digit"
 )
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
 
 def is_dns_label(name: str) -> bool:
     """Whether ``name`` is a valid Kubernetes (RFC 1123) label, as object names must be here."""
@@ -62,18 +61,13 @@ def parse_duration(value: object) -> timedelta:
         return timedelta(seconds=value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration like '100s' or '2m', found {value!r}")
-    text = value.strip()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"expected a duration like '100s' or '2m', found {value!r}")
-    return timedelta(seconds=total)
+    try:
+        seconds = parse_seconds(value)  # the shim's parser: one spelling of durations everywhere
+    except ValueError:
+        raise ValueError(f"expected a duration like '100s' or '2m', found {value!r}") from None
+    if seconds < 0:
+        raise ValueError(f"expected a positive duration, found {value!r}")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:

@@ -4,10 +4,12 @@ gateway's and each agent shim's settings are derived from it, never read again."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clrk.egress.settings import CommaList
 
 __all__ = ["DevSettings"]
 
@@ -26,17 +28,10 @@ class DevSettings(BaseSettings):
     state_dir: Path = Field(default_factory=lambda: Path.home() / ".clrk")
     """CA, budgets and logs live here."""
     sandbox: Literal["auto", "bwrap", "plain"] = "auto"
-    egress_upstreams: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    egress_upstreams: CommaList = Field(default_factory=list)
     """Test seam, ``HOST:PORT=ADDR:PORT`` (also ``CLRK_EGRESS_UPSTREAMS``, comma-separated)."""
     egress_upstream_ca: Path | None = None
     reload_interval: float = Field(1.0, gt=0)
     """Seconds between checks of the manifests for changes."""
     agent_path: str = "/usr/local/bin:/usr/bin:/bin"
     """PATH inside sandboxes; ``clrk dev`` passes the host's, so host tools resolve."""
-
-    @field_validator("egress_upstreams", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value

@@ -10,16 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from clrk.errors import EgressPolicyError
 
-__all__ = ["EgressSettings", "Upstreams", "parse_hostport", "parse_upstreams"]
+__all__ = ["CommaList", "EgressSettings", "Upstreams", "parse_hostport", "parse_upstreams"]
 
 Address = tuple[str, int]
 Upstreams = dict[Address, Address]
 """``(host, port)`` the agent asked for → ``(address, port)`` actually dialled."""
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+"""A list setting that the environment gives comma-separated (``CLRK_EGRESS_UPSTREAMS=a,b``)."""
 
 
 class EgressSettings(BaseSettings):
@@ -41,19 +51,12 @@ class EgressSettings(BaseSettings):
     """Cluster mode: mounted Secrets as ``<dir>/<secret name>/<key>`` files."""
     egress_redis_url: str | None = None
     """Keep budget counters in Redis (several replicas) instead of SQLite under the state dir."""
-    egress_upstreams: Annotated[list[str], NoDecode] = []
+    egress_upstreams: CommaList = []
     """Test seam, ``HOST:PORT=ADDR:PORT``: dial ADDR:PORT for HOST:PORT, TLS still verified
     against HOST."""
     egress_upstream_ca: Path | None = None
     """A PEM CA trusted for upstream verification, in addition to the system's."""
     egress_connect_timeout_s: float = Field(default=10.0, gt=0)
-
-    @field_validator("egress_upstreams", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     @property
     def egress_dir(self) -> Path:
