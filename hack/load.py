@@ -118,23 +118,35 @@ async def load(url: str, pid: int, callers: int, seconds: float) -> None:
 
 
 async def soak(url: str, pid: int, rate: float, seconds: float) -> None:
-    statuses: Counter[int] = Counter()
-    samples: list[tuple[float, int, int]] = []
+    statuses: Counter[str] = Counter()
+    latencies: list[float] = []
+    samples: list[tuple[float, int, int]] = []  # (t s, RSS KiB, open fds), every 10 s
+
+    def sample(elapsed: float) -> None:
+        samples.append((elapsed, rss_kib(pid), open_files(pid)))
+        t, rss, fds = samples[-1]
+        print(f"  t={t:5.0f}s RSS {rss / 1024:.1f} MiB, open files {fds}, answers so far {sum(statuses.values())}",
+              flush=True)  # fmt: skip
+
     start = time.monotonic()
     async with httpx.AsyncClient(timeout=30) as client:
         pending: set[asyncio.Task[None]] = set()
 
         async def one() -> None:
-            response = await client.post(url, headers=HEADERS, content=b"{}")
-            statuses[response.status_code] += 1
+            started = time.monotonic()
+            try:
+                response = await client.post(url, headers=HEADERS, content=b"{}")
+            except httpx.HTTPError as exc:  # counted, never fatal: the soak reports what happened
+                statuses[type(exc).__name__] += 1
+                return
+            statuses[str(response.status_code)] += 1
+            if response.status_code == 200:
+                latencies.append(time.monotonic() - started)
 
         sent = 0
         while (elapsed := time.monotonic() - start) < seconds:
             if not samples or elapsed - samples[-1][0] >= 10:
-                samples.append((elapsed, rss_kib(pid), open_files(pid)))
-                print(
-                    f"  t={elapsed:5.0f}s RSS {samples[-1][1] / 1024:.1f} MiB, open files {samples[-1][2]}", flush=True
-                )
+                sample(elapsed)
             while sent < elapsed * rate:
                 task = asyncio.create_task(one())
                 pending.add(task)
@@ -142,9 +154,40 @@ async def soak(url: str, pid: int, rate: float, seconds: float) -> None:
                 sent += 1
             await asyncio.sleep(0.005)
         await asyncio.gather(*pending)
-    first, last = samples[1] if len(samples) > 1 else samples[0], samples[-1]
-    print(f"soak: {rate:g}/s for {seconds:g} s: {dict(statuses)}")
-    print(f"  RSS {first[1] / 1024:.1f} → {last[1] / 1024:.1f} MiB; open files {first[2]} → {last[2]} (t=10 s → end)")
+    sample(time.monotonic() - start)  # just after the last answer: the last sandboxes may still be closing
+    await asyncio.sleep(5)
+    idle_rss, idle_fds = rss_kib(pid), open_files(pid)  # at rest again, to compare with t=0
+
+    def mean(chosen: list[tuple[float, int, int]]) -> tuple[float, float]:
+        return statistics.fmean(s[1] for s in chosen) / 1024, statistics.fmean(s[2] for s in chosen)
+
+    first_minute = [s for s in samples if 0 < s[0] <= 60] or samples[:1]  # traffic's first minute, not t=0
+    last_minute = [s for s in samples if s[0] >= samples[-1][0] - 60] or samples[-1:]
+    rss_first, fds_first = mean(first_minute)
+    rss_last, fds_last = mean(last_minute)
+    errors = sum(v for k, v in statuses.items() if k != "200")
+    print(f"soak: {rate:g}/s for {seconds:g} s: {sent} sent ({sent / seconds:.1f}/s); "
+          f"answers {dict(sorted(statuses.items()))}; not 200: {errors}")  # fmt: skip
+    if latencies:
+        ms = [x * 1000 for x in latencies]
+        print(f"  200s: p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms")
+    print("  timeline, every 10 s (RSS MiB): " + " ".join(f"{s[1] / 1024:.1f}" for s in samples))
+    print("  timeline, every 10 s (open files): " + " ".join(str(s[2]) for s in samples))
+    rss = [s[1] / 1024 for s in samples]
+    print(
+        f"  RSS {rss[0]:.1f} MiB at t=0 (idle) → {rss[-1]:.1f} MiB at the end; min {min(rss):.1f}, max {max(rss):.1f}"
+    )
+    print(f"  first minute mean: RSS {rss_first:.1f} MiB, open files {fds_first:.1f} ({len(first_minute)} samples)")
+    print(f"  last minute mean:  RSS {rss_last:.1f} MiB, open files {fds_last:.1f} ({len(last_minute)} samples)")
+    print(f"  open files {samples[0][2]} at t=0 → {samples[-1][2]} at the end; max {max(s[2] for s in samples)}")
+    print(f"  at rest, 5 s after the last answer: RSS {idle_rss / 1024:.1f} MiB, open files {idle_fds} "
+          f"(t=0: {samples[0][1] / 1024:.1f} MiB, {samples[0][2]})")  # fmt: skip
+    later = [s for s in samples if s[0] >= 60]
+    if len(later) > 1 and later[-1][0] > later[0][0]:
+        grown_kib, span_s = later[-1][1] - later[0][1], later[-1][0] - later[0][0]
+        print(f"  RSS after the first minute: {later[0][1] / 1024:.1f} → {later[-1][1] / 1024:.1f} MiB "
+              f"({grown_kib / 1024 / (span_s / 60):+.2f} MiB/min, {grown_kib * 1024 / (rate * span_s):+.0f} bytes "
+              "per request)")  # fmt: skip
 
 
 def main() -> None:
