@@ -23,6 +23,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from clrk_runtime.asgi import ShimApp
+from clrk_runtime.httpserver import http_protocol
 from clrk_runtime.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
 
@@ -108,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         lifespan="on",
         log_level="info",
         access_log=False,
+        http=http_protocol(settings.head_timeout_seconds, invocation_ids=True),
     )
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; a drained
     # shim has done its job, so SIGTERM's handler outside uvicorn does nothing and we exit 0.

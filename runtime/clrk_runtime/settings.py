@@ -78,6 +78,9 @@ class RuntimeSettings(BaseSettings):
     sandbox_gid: int = 65534
     agent_path: str = "/usr/local/bin:/usr/bin:/bin"
     """``PATH`` inside the sandbox."""
+    head_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest wait for a request head (from the connection opening, or the previous answer on
+    it); a head still incomplete after it gets 408, a connection with nothing sent is closed."""
     stdin_cap: int = 10 * 1024 * 1024
     """Largest request body, bytes (413 past it)."""
     stdout_cap: int = 10 * 1024 * 1024

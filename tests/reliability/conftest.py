@@ -21,6 +21,7 @@ import uvicorn
 
 from clrk.ingress import AgentTarget, CallerKeys, IngressSettings, InProcessForwarder, create_app
 from clrk_runtime.asgi import ShimApp
+from clrk_runtime.httpserver import Implementation, http_protocol
 from clrk_runtime.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
 from tests.support.threaded import in_thread
@@ -31,6 +32,7 @@ BAD_INPUT_ENV_AGENT = "default/env"
 """Prints its whole environment, then its stdin: whatever leaked into the agent shows."""
 BAD_INPUT_MAX_BODY = 4096
 BAD_INPUT_BODY_TIMEOUT = 1.0
+BAD_INPUT_HEAD_TIMEOUT = 0.5
 BAD_INPUT_SANDBOX_UID = 64978
 """An otherwise unused uid for the agents, so that its processes can be counted."""
 
@@ -62,7 +64,7 @@ def _bad_input_runtime(root: Path, agent: str, command: list[str]) -> AgentRunti
 
 
 @asynccontextmanager
-async def _bad_input_serving(root: Path) -> AsyncIterator[BadInputIngress]:
+async def _bad_input_serving(root: Path, implementation: Implementation = "auto") -> AsyncIterator[BadInputIngress]:
     runtimes = {
         BAD_INPUT_AGENT: _bad_input_runtime(root, BAD_INPUT_AGENT, ["cat"]),
         BAD_INPUT_ENV_AGENT: _bad_input_runtime(root, BAD_INPUT_ENV_AGENT, ["sh", "-c", "env; cat"]),
@@ -74,9 +76,21 @@ async def _bad_input_serving(root: Path) -> AsyncIterator[BadInputIngress]:
         forwarder.set_apps(
             {ref: (AgentTarget(ref, 10.0), ShimApp(runtime, lifespan=False)) for ref, runtime in runtimes.items()}
         )
-        settings = IngressSettings(max_body_bytes=BAD_INPUT_MAX_BODY, body_timeout_seconds=BAD_INPUT_BODY_TIMEOUT)
+        settings = IngressSettings(
+            max_body_bytes=BAD_INPUT_MAX_BODY,
+            body_timeout_seconds=BAD_INPUT_BODY_TIMEOUT,
+            head_timeout_seconds=BAD_INPUT_HEAD_TIMEOUT,
+        )
         app = create_app(forwarder, CallerKeys(open_mode=True), settings)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            http=http_protocol(settings.head_timeout_seconds, implementation=implementation),
+        )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         try:
@@ -94,17 +108,25 @@ async def _bad_input_serving(root: Path) -> AsyncIterator[BadInputIngress]:
             await runtime.stop()
 
 
-@pytest.fixture(scope="module")
-def bad_input_ingress() -> Iterator[BadInputIngress]:
-    """The ingress (max body 4 KiB, body read timeout 1 s, open mode) with two shims behind it,
-    served by uvicorn on its own loop in a background thread for the whole module."""
+@contextmanager
+def bad_input_ingress_with(implementation: Implementation = "auto") -> Iterator[BadInputIngress]:
+    """The ingress (max body 4 KiB, body read timeout 1 s, head timeout 0.5 s, open mode) with two
+    shims behind it, served by uvicorn with the platform's protocol class (as ``clrk dev`` serves
+    it; ``auto``: httptools if installed, else h11) on its own loop in a background thread."""
     root = Path(tempfile.mkdtemp(prefix="clrk-reliability-"))
     root.chmod(0o711)
     try:
-        with in_thread(_bad_input_serving(root)) as ingress:
+        with in_thread(_bad_input_serving(root, implementation)) as ingress:
             yield ingress
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def bad_input_ingress() -> Iterator[BadInputIngress]:
+    """``bad_input_ingress_with("auto")`` for the whole module."""
+    with bad_input_ingress_with() as ingress:
+        yield ingress
 
 
 # -- faults and isolation (tests/reliability/test_faults.py, test_isolation.py) --------------------

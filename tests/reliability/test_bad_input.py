@@ -5,35 +5,53 @@ answers it must get, in order, and whether the server must close the connection.
 the ingress must still answer a good request with 200: bad input never breaks it. The agent
 behind the ingress is a real shim running ``cat`` (see ``conftest.py``).
 
-Two kinds of rejection appear. Requests that HTTP itself can frame reach the ingress app and get
-its JSON error (``{"error": {"type", "message"}}``). Requests that cannot be framed at all (bare CR
-or NUL in a header, a header too big to buffer, malformed Content-Length or chunking) are refused by
-the HTTP server (uvicorn's h11 parser) before any app runs: 400, ``text/plain``, connection closed.
-Those rows say so with ``PROTOCOL`` as their error type.
+Every rejection is the platform's JSON error (``{"error": {"type", "message"}}``). Requests that
+HTTP itself can frame reach the ingress app. Requests that cannot be framed at all (bare CR or NUL
+in a header, a header too big to buffer, malformed Content-Length or chunking) are refused by the
+HTTP server's protocol class (``clrk_runtime.httpserver``) before any app runs: 400
+``bad_request``, connection closed. A request head that does not arrive whole within the head
+timeout gets 408 ``request_timeout`` (or, when not one byte came, the connection is just closed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from clrk_runtime.httpserver import httptools_installed
 from tests.reliability.conftest import (
     BAD_INPUT_AGENT,
     BAD_INPUT_BODY_TIMEOUT,
     BAD_INPUT_ENV_AGENT,
+    BAD_INPUT_HEAD_TIMEOUT,
     BAD_INPUT_MAX_BODY,
     BadInputIngress,
+    bad_input_ingress_with,
 )
 
-PROTOCOL = "<rejected by the HTTP parser>"
-"""Error type of a request the HTTP server refuses before the ingress app sees it."""
 READ_LIMIT = 10.0
 """Longest wait for any answer: a row that needs longer has hung."""
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "h11",
+        pytest.param("httptools", marks=pytest.mark.skipif(not httptools_installed(), reason="not installed")),
+    ],
+)
+def bad_input_ingress(request: pytest.FixtureRequest) -> Iterator[BadInputIngress]:
+    """The whole module against each HTTP implementation uvicorn may pick: h11 always, httptools
+    where it is installed (uvicorn then prefers it). The two parse differently; the answers must not."""
+    with bad_input_ingress_with(request.param) as ingress:
+        yield ingress
 
 
 def request(
@@ -70,9 +88,7 @@ class Answer:
     body: bytes
 
     def error_type(self) -> str:
-        if self.headers.get("content-type") != "application/json":
-            assert b"Invalid HTTP request" in self.body, self.body
-            return PROTOCOL
+        assert self.headers.get("content-type") == "application/json", (self.headers, self.body)
         error = json.loads(self.body)["error"]
         assert isinstance(error["message"], str) and error["message"], error
         return str(error["type"])
@@ -112,6 +128,45 @@ def _parse(data: bytes) -> list[Answer]:
     return answers
 
 
+def _read_until_closed(sock: socket.socket, limit: float = READ_LIMIT) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes the connection (True) or ``limit`` passes."""
+    received, deadline = b"", time.monotonic() + limit
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return received, False
+        except ConnectionResetError:
+            return received, True
+        if not chunk:
+            return received, True
+        received += chunk
+    return received, False
+
+
+def _read_one_answer(sock: socket.socket) -> Answer:
+    """One whole answer with a Content-Length (the connection stays open)."""
+    received, deadline = b"", time.monotonic() + READ_LIMIT
+    while True:
+        head, sep, rest = received.partition(b"\r\n\r\n")
+        if sep and len(rest) >= _content_length(head):
+            (answer,) = _parse(received)
+            return answer
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole answer came: {received!r}"
+        received += chunk
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise AssertionError(f"no Content-Length: {head!r}")
+
+
 def exchange(ingress: BadInputIngress, data: bytes, *, half_close: bool = False) -> Exchange:
     """Send ``data`` on a fresh connection; read until the server closes it (or READ_LIMIT)."""
     started = time.monotonic()
@@ -119,21 +174,7 @@ def exchange(ingress: BadInputIngress, data: bytes, *, half_close: bool = False)
         sock.sendall(data)
         if half_close:
             sock.shutdown(socket.SHUT_WR)
-        received, closed = b"", False
-        deadline = started + READ_LIMIT
-        while time.monotonic() < deadline:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                break
-            except ConnectionResetError:
-                closed = True
-                break
-            if not chunk:
-                closed = True
-                break
-            received += chunk
+        received, closed = _read_until_closed(sock)
     return Exchange(_parse(received), closed, time.monotonic() - started)
 
 
@@ -171,6 +212,8 @@ BINARY = [("ce-specversion", "1.0"), ("ce-id", "evt-1"), ("ce-source", "/s"), ("
 JSON = [("Content-Type", "application/json")]
 GOOD = request(JSON, close=False)
 LONG = "a" * 8192
+UNFRAMED = (400, "bad_request")
+"""What the HTTP server's protocol class answers to a request HTTP cannot frame."""
 
 ROWS = [
     # -- the agent header ------------------------------------------------------------------
@@ -260,22 +303,30 @@ ROWS = [
     Row("method-get", request(method="GET", body=b""), [(405, "method_not_allowed")]),
     Row("method-delete", request(method="DELETE", body=b""), [(405, "method_not_allowed")]),
     Row("path-unknown", request(JSON, path="/invoke"), [(404, "not_found")]),
-    # -- header injection and framing the HTTP parser refuses -------------------------------
-    Row("inject-bare-cr", request(JSON, raw_headers=b"X-Evil: a\rX-Clrk-TaskAgent: default/x\r\n"), [(400, PROTOCOL)]),
-    Row("inject-nul", request(JSON, raw_headers=b"X-Evil: a\x00b\r\n"), [(400, PROTOCOL)]),
-    Row("inject-space-in-name", request(JSON, raw_headers=b"X Clrk-TaskAgent: default/cat\r\n"), [(400, PROTOCOL)]),
-    Row("framing-two-content-lengths", request(JSON, raw_headers=b"Content-Length: 99\r\n"), [(400, PROTOCOL)]),
+    # -- header injection and framing the HTTP parser refuses (httpserver.py answers JSON) --
+    Row("inject-bare-cr", request(JSON, raw_headers=b"X-Evil: a\rX-Clrk-TaskAgent: default/x\r\n"), [UNFRAMED]),
+    Row("inject-nul", request(JSON, raw_headers=b"X-Evil: a\x00b\r\n"), [UNFRAMED]),
+    Row("inject-space-in-name", request(JSON, raw_headers=b"X Clrk-TaskAgent: default/cat\r\n"), [UNFRAMED]),
+    Row("framing-two-content-lengths", request(JSON, raw_headers=b"Content-Length: 99\r\n"), [UNFRAMED]),
     Row(
         "framing-content-length-abc",
         request(JSON, length=None).replace(b"Content-Length: 8", b"Content-Length: abc"),
-        [(400, PROTOCOL)],
+        [UNFRAMED],
     ),
-    Row("framing-transfer-encoding-gzip", request(JSON, raw_headers=b"Transfer-Encoding: gzip\r\n"), [(400, PROTOCOL)]),
-    Row("framing-not-http", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64, [(400, PROTOCOL)]),
+    Row("framing-transfer-encoding-gzip", request(JSON, raw_headers=b"Transfer-Encoding: gzip\r\n"), [UNFRAMED]),
+    Row("framing-not-http", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64, [UNFRAMED]),
     Row(
         "header-64KiB-value",
         b"POST / HTTP/1.1\r\nHost: ingress\r\nX-Clrk-TaskAgent: " + b"a" * 65536,
-        [(400, PROTOCOL)],
+        [UNFRAMED],
+    ),
+    # h11 stops at each pipelined request and httptools parses them all at once: either way the
+    # malformed one is refused after the good ones before it are answered, in order.
+    Row("pipelined-good-then-not-http", GOOD + b"\x16\x03\x01\x02\x00\x01", [(200, None), UNFRAMED]),
+    Row(
+        "pipelined-good-good-then-bare-cr",
+        GOOD + GOOD + request(JSON, raw_headers=b"X-Evil: a\rb\r\n"),
+        [(200, None), (200, None), UNFRAMED],
     ),
     # -- HTTP/1.0 --------------------------------------------------------------------------
     Row("http10-missing-agent", request(JSON, agent=None, version="HTTP/1.0", close=False), [(400, "missing_agent")]),
@@ -312,6 +363,8 @@ def test_bad_request_gets_the_right_4xx(bad_input_ingress: BadInputIngress, row:
         assert b"pwned" not in answer.body and "set-cookie" not in answer.headers
         if answer.status < 400:
             assert answer.headers["x-clrk-invocation-id"]
+        if answer.status == 400 and answer.error_type() == "bad_request":
+            assert answer.headers["connection"] == "close"
     assert_healthy(bad_input_ingress)
 
 
@@ -330,6 +383,89 @@ def test_a_body_cut_short_by_the_client_frees_the_connection(bad_input_ingress: 
     assert result.closed and result.answers == [], "nothing to answer: the request never completed"
     assert result.seconds < 3
     assert_healthy(bad_input_ingress)
+
+
+HEAD_MARGIN = 2.0
+"""Slack past the head timeout for the refusal to arrive on a loaded 2-core machine."""
+SLOW_HEADS = [
+    ("nothing-sent", b"", []),
+    ("half-a-request-line", b"POST / HT", [(408, "request_timeout")]),
+    (
+        "headers-but-no-blank-line",
+        b"POST / HTTP/1.1\r\nHost: ingress\r\nX-Clrk-TaskAgent: default/cat\r\nContent-Length: 8\r\n",
+        [(408, "request_timeout")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "expect"), [row[1:] for row in SLOW_HEADS], ids=[row[0] for row in SLOW_HEADS])
+def test_a_head_that_never_finishes_is_cut_off_at_the_head_timeout(
+    bad_input_ingress: BadInputIngress, data: bytes, expect: list[tuple[int, str]]
+) -> None:
+    """Slowloris: a connection that sends nothing is closed, half a head gets 408, both at the
+    head timeout (0.5 s here; the default is ``CLRK_INGRESS_HEAD_TIMEOUT_SECONDS=10``)."""
+    result = exchange(bad_input_ingress, data)
+    assert [(a.status, a.error_type()) for a in result.answers] == expect
+    assert result.closed, "the server closes the connection at the head timeout"
+    assert BAD_INPUT_HEAD_TIMEOUT <= result.seconds < BAD_INPUT_HEAD_TIMEOUT + HEAD_MARGIN
+    for answer in result.answers:
+        assert answer.headers["connection"] == "close"
+    assert_healthy(bad_input_ingress)
+
+
+def test_half_a_head_after_a_good_answer_on_a_keep_alive_connection_gets_408(
+    bad_input_ingress: BadInputIngress,
+) -> None:
+    """The head deadline starts again when an answer finishes: uvicorn's keep-alive timeout stops
+    at the first byte of the next head, so without it half a head would hold the connection."""
+    with socket.create_connection((bad_input_ingress.host, bad_input_ingress.port), timeout=READ_LIMIT) as sock:
+        started = time.monotonic()
+        sock.sendall(GOOD)
+        assert _read_one_answer(sock).status == 200
+        half_sent = time.monotonic()
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: ingress\r\nX-Clrk-Task")
+        received, closed = _read_until_closed(sock)
+        finished = time.monotonic()
+    assert [(a.status, a.error_type()) for a in _parse(received)] == [(408, "request_timeout")]
+    assert closed
+    assert finished - started >= BAD_INPUT_HEAD_TIMEOUT, "not before the head timeout from the answer"
+    assert finished - half_sent < BAD_INPUT_HEAD_TIMEOUT + HEAD_MARGIN
+    assert_healthy(bad_input_ingress)
+
+
+def test_a_body_trickling_in_after_an_early_413_is_cut_off(bad_input_ingress: BadInputIngress) -> None:
+    """413 comes before the body is read; a byte of the rest every 0.1 s must not hold the connection
+    (uvicorn's keep-alive timeout stops at the first byte): closed at the head timeout."""
+    received, started, closed_after = b"", time.monotonic(), None
+    with socket.create_connection((bad_input_ingress.host, bad_input_ingress.port), timeout=READ_LIMIT) as sock:
+        sock.sendall(request(JSON, b"1" * 100, length=BAD_INPUT_MAX_BODY * 2, close=False))
+        while closed_after is None and time.monotonic() - started < READ_LIMIT:
+            sock.settimeout(0.1)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                with contextlib.suppress(OSError):  # closed: the next recv says so
+                    sock.sendall(b"1")
+                continue
+            except ConnectionResetError:
+                chunk = b""
+            received += chunk
+            if not chunk:
+                closed_after = time.monotonic() - started
+    assert [(a.status, a.error_type()) for a in _parse(received)] == [(413, "payload_too_large")]
+    assert closed_after is not None and closed_after < BAD_INPUT_HEAD_TIMEOUT + HEAD_MARGIN
+    assert_healthy(bad_input_ingress)
+
+
+def test_an_idle_keep_alive_connection_outlives_the_head_timeout(bad_input_ingress: BadInputIngress) -> None:
+    """Nothing sent after an answer: uvicorn's keep-alive timeout (5 s) decides, not the head timeout."""
+    with socket.create_connection((bad_input_ingress.host, bad_input_ingress.port), timeout=READ_LIMIT) as sock:
+        sock.sendall(GOOD)
+        assert _read_one_answer(sock).status == 200
+        received, closed = _read_until_closed(sock, limit=BAD_INPUT_HEAD_TIMEOUT * 3)
+        assert (received, closed) == (b"", False), "still open, silent, past the head timeout"
+        sock.sendall(GOOD)
+        assert _read_one_answer(sock).status == 200
 
 
 def test_good_requests_after_the_whole_table(bad_input_ingress: BadInputIngress) -> None:

@@ -22,6 +22,7 @@ from clrk.egress.config import SecretRef
 from clrk.egress.secrets import SecretSource
 from clrk.errors import ClusterError
 from clrk.ingress import AgentTarget, CallerKey, CallerKeys, HttpForwarder, IngressSettings, caller_key, create_app
+from clrk_runtime.httpserver import http_protocol
 
 __all__ = ["routing_table", "serve_ingress"]
 
@@ -101,7 +102,14 @@ async def serve_ingress(
                 log.error("could not refresh the routing table, keeping the last one: %s", exc)
 
     app = create_app(forwarder, callers, settings)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        http=http_protocol(settings.head_timeout_seconds),
+    )
+    server = uvicorn.Server(config)
     refresher = asyncio.create_task(keep_fresh())
     try:
         await server.serve()

@@ -46,6 +46,7 @@ from clrk.ingress import (
 )
 from clrk.manifests import Bundle, egress_config, load_bundle
 from clrk_runtime.asgi import ShimApp
+from clrk_runtime.httpserver import http_protocol
 from clrk_runtime.runtime import AgentRuntime
 
 __all__ = ["DevServer", "missing_tools"]
@@ -205,6 +206,7 @@ class DevServer:
                 lifespan="off",
                 log_level="warning",
                 access_log=False,
+                http=http_protocol(ingress.head_timeout_seconds),
             )
             self._server = _Server(config)
             self._serving = asyncio.create_task(self._server.serve())

@@ -29,6 +29,9 @@ class IngressSettings(BaseSettings):
     """Largest request body accepted (bytes); larger gets 413."""
     body_timeout_seconds: float = Field(30.0, gt=0)
     """Longest wait for the whole request body; a body still arriving after it gets 408."""
+    head_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest wait for a request head (from the connection opening, or the previous answer on
+    it); a head still incomplete after it gets 408, a connection with nothing sent is closed."""
     auth: Literal["auto", "open", "keys"] = "auto"
     """``open`` lets anyone call any agent; ``keys`` requires a Caller's bearer key; ``auto`` is
     open only when listening on loopback."""

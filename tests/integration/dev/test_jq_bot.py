@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +72,14 @@ def test_ingress_errors_over_real_sockets(dev: Dev) -> None:
     failed = _jq_bot(dev, body='{"input": [1]}')
     assert failed.status_code == 502
     assert failed.json()["error"]["invocationId"] == failed.headers["x-clrk-invocation-id"]
+    # What HTTP cannot frame is refused by the server's protocol class, in the same JSON shape.
+    host, port = dev.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Evil: a\x00b\r\nContent-Length: 0\r\n\r\n")
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower()
+    assert json.loads(body)["error"]["type"] == "bad_request"
 
 
 def test_concurrent_calls_to_one_and_two_agents(dev: Dev) -> None:

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
+import uvicorn
 
+from clrk.cluster import routing
 from clrk.cluster.routing import routing_table
 from clrk.egress.config import SecretRef
 from clrk.egress.secrets import StaticSecrets
-from clrk.ingress import key_digest
+from clrk.ingress import IngressSettings, key_digest
 
 
 def _agent(name: str, **spec: object) -> dict[str, object]:
@@ -45,3 +48,20 @@ def test_routing_table_from_cluster_objects(caplog: pytest.LogCaptureFixture) ->
     assert "TaskAgent team/broken left out" in caplog.text
     assert "secret s/missing is not mounted" in caplog.text
     assert secrets.get(SecretRef(name="s", key="other")) == "v"
+
+
+async def test_the_cluster_ingress_serves_with_the_platforms_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSON refusals and the head deadline (``CLRK_INGRESS_HEAD_TIMEOUT_SECONDS``), as clrk dev's."""
+    configs: list[uvicorn.Config] = []
+
+    async def serve(self: uvicorn.Server, sockets: object = None) -> None:
+        configs.append(self.config)
+
+    monkeypatch.setattr(routing, "refresh", lambda *args: None)
+    monkeypatch.setattr(uvicorn.Server, "serve", serve)
+    monkeypatch.setenv("CLRK_INGRESS_HEAD_TIMEOUT_SECONDS", "3.5")
+    await routing.serve_ingress(IngressSettings(), cluster=None, secrets=None)  # type: ignore[arg-type]
+    (config,) = configs
+    assert isinstance(config.http, type) and issubclass(config.http, asyncio.Protocol)
+    assert config.http.__module__ == "clrk_runtime.httpserver"
+    assert getattr(config.http, "head_timeout_seconds", None) == 3.5

@@ -44,3 +44,11 @@ def test_token_key_from_file(tmp_path: object) -> None:
     key_file = Path(str(tmp_path)) / "key"
     key_file.write_text("s3cret\n")
     assert RuntimeSettings(egress_token_key_file=key_file).token_key() == b"s3cret"
+
+
+def test_head_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert RuntimeSettings().head_timeout_seconds == 10
+    monkeypatch.setenv("CLRK_HEAD_TIMEOUT_SECONDS", "2.5")
+    assert RuntimeSettings().head_timeout_seconds == 2.5
+    with pytest.raises(ValueError, match="greater than 0"):
+        RuntimeSettings(head_timeout_seconds=0)
