@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import sys
@@ -47,6 +48,8 @@ async def app(scope, receive, send):
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
+_COUNT = [0]
+"""Requests answered so far (warm-ups included), to share out the server's CPU time."""
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -87,6 +90,7 @@ class _Connection:
         status = int(head.split(b" ", 2)[1])
         length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
         await reader.readexactly(length)
+        _COUNT[0] += 1
         if status != 200:
             raise RuntimeError(f"status {status}: {head!r}")
 
@@ -182,9 +186,10 @@ async def main() -> None:
         for warm in (0, 16):
             argv = [shim, "--port", "0", "--host", "127.0.0.1", "--sandbox", kind]
             argv += ["--warm-pool", str(warm), "--max-concurrency", "16", "--", "cat"]
+            label = f"{kind} {'warm' if warm else 'cold'}"
+            used, count = _cpu_seconds(), _COUNT[0]
             server, port = await _start(argv, env)
             try:
-                label = f"{kind} {'warm' if warm else 'cold'}"
                 for callers in (1, 16):
                     latencies = await _http_cell(port, callers, seconds)
                     print(_row(label, callers, latencies, seconds))
@@ -193,7 +198,32 @@ async def main() -> None:
                     latencies = await _http_cell(port, 1, seconds, pause=0.02)
                     print(_row(f"{label} (paced)", 1, latencies, None))
             finally:
+                shim_own, helpers = _tree_cpu(server.pid)
                 await _stop(server)
+            answered = max(1, _COUNT[0] - count)
+            total = (_cpu_seconds() - used) / answered * 1000
+            shim_ms, spawner_ms = shim_own / answered * 1000, helpers / answered * 1000
+            print(
+                f"{label + ': CPU per invocation':<32} {total:>6.2f} ms: shim {shim_ms:.2f},"
+                f" spawner {spawner_ms:.2f}, sandboxes {total - shim_ms - spawner_ms:.2f}"
+            )
+
+
+def _tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of process ``pid`` itself, and of its live children themselves (the spawner)."""
+
+    def own(process: int) -> float:
+        fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    children = [c for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    return own(pid), sum(own(int(child)) for child in children)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of every process this one has reaped: a stopped shim with all it started."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 _SERVE_SNIPPET = """

@@ -19,7 +19,6 @@ from clrk_runtime.invoking import StderrTail, run_invocation
 from clrk_runtime.outcomes import Response, error_response, map_outcome
 from clrk_runtime.pool import SandboxPool
 from clrk_runtime.proxytokens import ProxyClaims, sign
-from clrk_runtime.sandboxing import launch_script
 from clrk_runtime.settings import RuntimeSettings
 
 __all__ = ["TOKEN_GRACE", "serve_invocation"]
@@ -80,7 +79,8 @@ async def serve_invocation(
             )
             result = await run_invocation(
                 sandbox,
-                script=launch_script(env, settings.command, sandbox.paths.work),
+                env=env,
+                command=settings.command,
                 stdin=envelope,
                 invocation_id=invocation_id,
                 deadline=deadline,

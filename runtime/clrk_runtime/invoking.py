@@ -7,8 +7,10 @@ sandbox is closed on the way out (tree killed, directory removed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 
 from clrk_runtime.outcomes import RunResult
 from clrk_runtime.sandboxes import Sandbox
@@ -17,7 +19,11 @@ __all__ = ["AGENT_LOGGER", "StderrTail", "run_invocation"]
 
 AGENT_LOGGER = "clrk_runtime.agent"
 _log = logging.getLogger(AGENT_LOGGER)
-_CHUNK = 65536
+_LINE_LIMIT = 65536
+"""Bytes of stderr without a newline logged as one line."""
+_DRAIN = 1.0
+"""Seconds to wait for the pipes' end of file once the agent's tree was killed (a process that
+escaped the kill may hold them open; what it writes later is dropped)."""
 
 
 class StderrTail:
@@ -39,95 +45,113 @@ class StderrTail:
         return data.decode("utf-8", "replace")
 
 
-def _feed(stdin: asyncio.WriteTransport, data: bytes) -> None:
-    """Hand the envelope to the pipe: the transport writes it as the agent reads, then closes.
+class _StderrLines:
+    """Splits an agent's stderr into lines: each goes to the log, tagged, and to the tail."""
 
-    (If the agent exits without reading it all, the broken pipe just ends the transport.)
-    """
-    stdin.write(data)
-    stdin.close()
+    def __init__(self, tail: StderrTail, tag: str) -> None:
+        self._tail = tail
+        self._tag = tag
+        self._partial = b""
 
+    def add(self, chunk: bytes) -> None:
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for line in lines:
+            self._emit(line + b"\n")
+        if len(self._partial) >= _LINE_LIMIT:  # no newline in sight: log what is there
+            self.flush()
 
-async def _collect(stream: asyncio.StreamReader, cap: int, overflow: asyncio.Event) -> tuple[bytes, bool]:
-    """Read to EOF, keeping at most ``cap`` bytes; past it, set ``overflow`` and discard the rest.
+    def flush(self) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = b""
 
-    Reading on to EOF lets the pipe close; past the cap the agent is killed anyway.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await stream.read(_CHUNK):
-        if overflow.is_set():
-            continue
-        size += len(chunk)
-        if size > cap:
-            overflow.set()
-            chunks.clear()
-        else:
-            chunks.append(chunk)
-    return b"".join(chunks), overflow.is_set()
+    def _emit(self, line: bytes) -> None:
+        self._tail.add(line)
+        _log.info("%s %s", self._tag, line.rstrip(b"\n").decode("utf-8", "replace"))
 
 
-async def _drain_stderr(stream: asyncio.StreamReader, tail: StderrTail, tag: str) -> None:
-    while True:
-        try:
-            line = await stream.readline()
-        except ValueError:  # a line over the reader's limit: take what is buffered
-            line = await stream.read(_CHUNK)
-        if not line:
+class _Stdout:
+    """Keeps at most ``cap`` bytes; past it, drops everything and calls ``overflowed``."""
+
+    def __init__(self, cap: int, overflowed: Callable[[], None]) -> None:
+        self._cap = cap
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._overflowed = overflowed
+        self.over_cap = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.over_cap:
             return
-        tail.add(line)
-        _log.info("%s %s", tag, line.rstrip(b"\n").decode("utf-8", "replace"))
+        self._size += len(chunk)
+        if self._size > self._cap:
+            self.over_cap = True
+            self._chunks.clear()
+            self._overflowed()
+        else:
+            self._chunks.append(chunk)
+
+    def data(self) -> bytes:
+        return b"".join(self._chunks)
 
 
 async def run_invocation(
     sandbox: Sandbox,
     *,
-    script: bytes,
+    env: Mapping[str, str],
+    command: Sequence[str],
     stdin: bytes,
     invocation_id: str,
     deadline: float,
     stdout_cap: int,
     stderr_tail: StderrTail,
 ) -> RunResult:
-    """Run ``script`` (see :func:`~clrk_runtime.sandboxing.launch_script`) in ``sandbox``.
+    """Run ``command`` in exactly ``env`` in ``sandbox``, with ``stdin`` as its input.
 
     ``deadline`` is on the event loop's clock. Closes ``sandbox`` before returning.
     """
+    loop = asyncio.get_running_loop()
     process = sandbox.process
     timed_out = False
+    # Done when the agent exits or, past the stdout cap, at once: the answer is already a 502.
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def finish(_: object = None) -> None:
+        if not finished.done():
+            finished.set_result(None)
+
+    stdout = _Stdout(stdout_cap, finish)
+    errors = _StderrLines(stderr_tail, f"[{invocation_id}]")
+    process.exit_status.add_done_callback(finish)
     try:
-        sandbox.launch(script)
-        _feed(process.stdin, stdin)
-        overflow = asyncio.Event()
-        reader = asyncio.ensure_future(_collect(process.stdout, stdout_cap, overflow))
-        errors = asyncio.ensure_future(_drain_stderr(process.stderr, stderr_tail, f"[{invocation_id}]"))
-        ended = asyncio.ensure_future(process.exited())
-        overflowed = asyncio.ensure_future(overflow.wait())
+        sandbox.launch(env, command)
+        process.stdout.consume(stdout.add)
+        process.stderr.consume(errors.add)
+        process.stdin.feed(stdin)
         try:
             async with asyncio.timeout_at(deadline):
-                # Past the stdout cap there is no point waiting: the answer is already a 502.
-                await asyncio.wait({ended, overflowed}, return_when="FIRST_COMPLETED")
+                await finished
         except TimeoutError:
             timed_out = True
-        finally:
-            overflowed.cancel()
-            ended.cancel()
         # Leftovers (background children, a bridge) die now, so the pipes reach EOF.
         sandbox.kill()
         exit_code = await process.wait()
-        stdout, over_cap = await reader
-        await errors
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN):
+                await asyncio.gather(process.stdout.eof, process.stderr.eof)
+        errors.flush()
         headers = ""
-        if not timed_out and not over_cap:
+        if not timed_out and not stdout.over_cap:
             headers = _read_headers(sandbox)  # a few bytes on a local disk: not worth a thread
         return RunResult(
             exit_code=exit_code,
-            stdout=stdout,
+            stdout=stdout.data(),
             timed_out=timed_out,
-            stdout_overflow=over_cap,
+            stdout_overflow=stdout.over_cap,
             response_headers=headers,
         )
     finally:
+        process.exit_status.remove_done_callback(finish)
         await sandbox.close(sweep_session=timed_out)
 
 

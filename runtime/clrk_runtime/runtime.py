@@ -32,6 +32,7 @@ from clrk_runtime.pool import NoCapacity, PoolStats, SandboxPool
 from clrk_runtime.relay import EgressRelay
 from clrk_runtime.sandboxes import SandboxKind, SandboxSpec
 from clrk_runtime.settings import RuntimeSettings
+from clrk_runtime.spawning import Spawner
 
 __all__ = ["AgentRuntime", "RuntimeStats", "request_too_large"]
 
@@ -55,6 +56,7 @@ class AgentRuntime:
         self._tracer = trace.get_tracer("clrk_runtime", tracer_provider=tracer_provider)
         self._pool: SandboxPool | None = None
         self._relay: EgressRelay | None = None
+        self._spawner: Spawner | None = None
         self._root: Path | None = None
         self._token_key: bytes | None = None
         self._in_flight = 0
@@ -104,7 +106,9 @@ class AgentRuntime:
             relay_socket = self._root / "egress.sock"
             self._relay = EgressRelay(relay_socket, settings.egress_proxy)
             await self._relay.start()
-        spec = SandboxSpec(kind, settings, self._root, relay_socket, drop)
+        self._spawner = Spawner()
+        await self._spawner.start()
+        spec = SandboxSpec(kind, settings, self._root, relay_socket, drop, self._spawner)
         self._pool = SandboxPool(spec)
         await self._pool.start()
         self._ready = True
@@ -116,6 +120,8 @@ class AgentRuntime:
         await self._idle.wait()
         if self._pool is not None:
             await self._pool.close()
+        if self._spawner is not None:
+            await self._spawner.stop()
         if self._relay is not None:
             await self._relay.stop()
         if self._root is not None:

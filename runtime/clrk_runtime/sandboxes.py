@@ -17,15 +17,16 @@ import re
 import shutil
 import signal
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from clrk_runtime.environment import SandboxPaths
 from clrk_runtime.reaping import group_exists, kill_leftovers
-from clrk_runtime.sandboxing import BWRAP_PATHS, PROXY_PORT, bwrap_argv, stub_script
+from clrk_runtime.sandboxing import BWRAP_PATHS, PROXY_PORT, bwrap_argv, launch_script, stub_script
 from clrk_runtime.settings import RuntimeSettings
-from clrk_runtime.spawning import Child, ended, spawn
+from clrk_runtime.spawning import Child, Launch, Spawner, ended, start_child
 
 __all__ = ["Sandbox", "SandboxKind", "SandboxSpec", "create_sandbox"]
 
@@ -48,6 +49,8 @@ class SandboxSpec:
     """Unix socket bridged to the egress proxy (bubblewrap only)."""
     drop_privileges: bool
     """Run as ``settings.sandbox_uid`` (the shim is root)."""
+    spawner: Spawner
+    """Forks every sandbox's first process (the shim's loop never forks)."""
 
 
 @dataclass(eq=False)
@@ -72,10 +75,12 @@ class Sandbox:
     def response_headers_file(self) -> str:
         return f"{self.directory}/meta/headers"
 
-    def launch(self, script: bytes) -> None:
-        """Hand the stub its script (a pipe write well under PIPE_BUF: it does not block)."""
+    def launch(self, env: Mapping[str, str], command: Sequence[str]) -> None:
+        """Hand the stub what to exec: ``command`` in exactly ``env``, in the work dir (see
+        :func:`~clrk_runtime.sandboxing.launch_script`; a pipe write well under PIPE_BUF: it
+        does not block)."""
         try:
-            os.write(self.control, script)
+            os.write(self.control, launch_script(env, command, self.paths.work))
         except BrokenPipeError:
             pass  # the stub died while waiting: the run ends at once and reports its exit code
         finally:
@@ -143,9 +148,6 @@ class Sandbox:
             self.control = -1
 
 
-_SETPRIV = shutil.which("setpriv")
-
-
 def _entries(folder: str) -> tuple[tuple[str, str | None], ...]:
     """Each name in ``folder``, with its target when it is a symlink."""
     entries = []
@@ -206,23 +208,13 @@ def _shadows(binds: tuple[str, ...]) -> tuple[tuple[str, tuple[tuple[str, str | 
     return tuple((folder, _entries(folder)) for folder in sorted(folders, key=lambda f: (f.count("/"), f)))
 
 
-def _dropping(argv: list[str], spec: SandboxSpec) -> list[str]:
-    """``argv``, prefixed to switch to the sandbox uid when the shim is root.
-
-    ``setpriv`` (util-linux) does it after the exec: asking Python for ``user=``/``group=``
-    forbids ``vfork`` and costs a full ``fork`` of the shim (≈3 ms on the event loop).
-    """
-    if not spec.drop_privileges or _SETPRIV is None:
-        return argv
-    uid, gid = spec.settings.sandbox_uid, spec.settings.sandbox_gid
-    return [_SETPRIV, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
-
-
-def _credentials(spec: SandboxSpec) -> dict[str, Any]:
-    if not spec.drop_privileges or _SETPRIV is not None:
-        return {}
-    uid, gid = spec.settings.sandbox_uid, spec.settings.sandbox_gid
-    return {"user": uid, "group": gid, "extra_groups": []}
+@functools.cache
+def _program(name: str, path: str) -> str:
+    """``name``'s full path on ``path`` (the spawner execs without a PATH search)."""
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not on the sandbox's PATH ({path})")
+    return found
 
 
 async def _remove(directory: str) -> None:
@@ -242,69 +234,73 @@ async def _remove(directory: str) -> None:
         await asyncio.to_thread(shutil.rmtree, directory, True)
 
 
-def _make_dirs(directory: str, names: tuple[str, ...], spec: SandboxSpec) -> None:
-    os.mkdir(directory, 0o700)
-    for name in names:
-        os.mkdir(f"{directory}/{name}", 0o700)
-    if spec.drop_privileges:
-        uid, gid = spec.settings.sandbox_uid, spec.settings.sandbox_gid
-        for path in (directory, *(f"{directory}/{name}" for name in names)):
-            os.chown(path, uid, gid)
-
-
 async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
-    """Make a sandbox's directories and start its stub, which waits for :meth:`Sandbox.launch`."""
+    """Have the spawner make a sandbox's directories and start its waiting process, which
+    execs the invocation handed over by :meth:`Sandbox.launch`."""
     settings = spec.settings
     directory = f"{spec.root}/{uuid.uuid4().hex}"
     plain = spec.kind == "plain"
     names = ("home", "tmp", "work", "meta") if plain else ("meta",)
-    _make_dirs(directory, names, spec)  # a handful of syscalls: cheaper than a thread hop
-    read_end, control = os.pipe()
+    uid, gid = (settings.sandbox_uid, settings.sandbox_gid) if spec.drop_privileges else (None, None)
+    dirs = (directory, *(f"{directory}/{name}" for name in names))
+    control_read, control = os.pipe()
     info_read, info_write = os.pipe() if not plain else (-1, -1)
-    uid, gid = settings.sandbox_uid, settings.sandbox_gid
-    try:
-        if spec.drop_privileges:
-            os.fchown(read_end, uid, gid)  # the stub reopens it through /proc
-        if plain:
-            argv = ["sh", "-c", stub_script(read_end, proxy_bridge=False)]
-            proxy = settings.egress_proxy
-            paths = SandboxPaths(
-                home=f"{directory}/home",
-                tmp=f"{directory}/tmp",  # noqa: S108 - the sandbox's private dir
-                work=f"{directory}/work",
-                response_headers=f"{directory}/meta/headers",
-                proxy=proxy,
-            )
-        else:
-            bridge = spec.relay_socket is not None
-            argv = bwrap_argv(
-                stub=stub_script(read_end, proxy_bridge=bridge),
-                meta_dir=f"{directory}/meta",
-                hide=[str(spec.root)],
-                binds=[*settings.binds, *_exposed(tuple(settings.command[:1]), settings.agent_path, str(spec.root))],
-                relay_socket=str(spec.relay_socket) if bridge else None,
-                uid=uid,
-                gid=gid,
-                path=settings.agent_path,
-                root_entries=_root_entries(),
-                shadows=_shadows(tuple(settings.binds)),
-                info_fd=info_write,
-            )
-            paths = SandboxPaths(
-                home=BWRAP_PATHS["home"],
-                tmp=BWRAP_PATHS["tmp"],
-                work=BWRAP_PATHS["work"],
-                response_headers=BWRAP_PATHS["meta"] + "/headers",
-                proxy=f"127.0.0.1:{PROXY_PORT}" if bridge else None,
-            )
-        process = await spawn(
-            _dropping(argv, spec),
-            pass_fds=(read_end,) if plain else (read_end, info_write),
+    if spec.drop_privileges:
+        os.fchown(control_read, settings.sandbox_uid, settings.sandbox_gid)  # the stub reopens it
+    if plain:
+        paths = SandboxPaths(
+            home=f"{directory}/home",
+            tmp=f"{directory}/tmp",  # noqa: S108 - the sandbox's private dir
+            work=f"{directory}/work",
+            response_headers=f"{directory}/meta/headers",
+            proxy=settings.egress_proxy,
+        )
+        launch = Launch(
+            argv=["sh", "-c", stub_script(3, proxy_bridge=False)],
+            executable=_program("sh", settings.agent_path),
             env={"PATH": settings.agent_path},
             cwd=directory,
-            start_new_session=True,
-            **_credentials(spec),
+            dirs=dirs,
+            fds=(3,),
+            extra=(control_read,),
+            uid=uid,
+            gid=gid,
         )
+    else:
+        bridge = spec.relay_socket is not None
+        argv = bwrap_argv(
+            stub=stub_script(3, proxy_bridge=bridge),
+            meta_dir=f"{directory}/meta",
+            hide=[str(spec.root)],
+            binds=[*settings.binds, *_exposed(tuple(settings.command[:1]), settings.agent_path, str(spec.root))],
+            relay_socket=str(spec.relay_socket) if bridge else None,
+            uid=settings.sandbox_uid,
+            gid=settings.sandbox_gid,
+            path=settings.agent_path,
+            root_entries=_root_entries(),
+            shadows=_shadows(tuple(settings.binds)),
+            info_fd=4,
+        )
+        paths = SandboxPaths(
+            home=BWRAP_PATHS["home"],
+            tmp=BWRAP_PATHS["tmp"],
+            work=BWRAP_PATHS["work"],
+            response_headers=BWRAP_PATHS["meta"] + "/headers",
+            proxy=f"127.0.0.1:{PROXY_PORT}" if bridge else None,
+        )
+        launch = Launch(
+            cwd=directory,
+            argv=argv,
+            executable=_program(argv[0], settings.agent_path),
+            env={"PATH": settings.agent_path},
+            dirs=dirs,
+            fds=(3, 4),
+            extra=(control_read, info_write),
+            uid=uid,
+            gid=gid,
+        )
+    try:
+        process = await start_child(spec.spawner, launch)
     except BaseException:
         os.close(control)
         if info_read >= 0:
@@ -312,7 +308,7 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
         await asyncio.to_thread(shutil.rmtree, directory, True)
         raise
     finally:
-        os.close(read_end)
+        os.close(control_read)
         if info_write >= 0:
             os.close(info_write)
     if info_read >= 0:
