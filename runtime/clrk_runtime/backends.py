@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-from clrk_runtime.sandboxes import SandboxKind
+from clrk_runtime.sandboxes import NOBODY, SandboxKind
 from clrk_runtime.settings import RuntimeSettings
 
 __all__ = ["bwrap_works", "choose_backend"]
@@ -28,7 +28,7 @@ def _probe(uid: int, gid: int, drop_privileges: bool) -> bool:
     if shutil.which("bwrap") is None:
         return False
     argv = ["bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
-    argv += ["--unshare-all", "--die-with-parent", "--uid", str(uid), "--gid", str(gid), "true"]
+    argv += ["--unshare-all", "--die-with-parent", "--uid", str(NOBODY), "--gid", str(NOBODY), "true"]
     try:
         done = subprocess.run(
             argv,
@@ -51,7 +51,7 @@ def choose_backend(settings: RuntimeSettings, drop_privileges: bool) -> SandboxK
     """The kind for ``settings.sandbox``; ``auto`` falls back to plain with one warning."""
     if settings.sandbox == "plain":
         return "plain"
-    works = bwrap_works(settings.sandbox_uid, settings.sandbox_gid, drop_privileges)
+    works = bwrap_works(settings.sandbox_uid, settings.sandbox_uid, drop_privileges)
     if settings.sandbox == "bwrap":
         if not works:
             raise RuntimeError(

@@ -26,6 +26,7 @@ from uuid6 import uuid7
 
 from clrk_runtime.backends import choose_backend
 from clrk_runtime.envelope import EnvelopeError, encode_envelope
+from clrk_runtime.hostids import HostIds
 from clrk_runtime.invocations import serve_invocation
 from clrk_runtime.outcomes import Response, error_response, no_capacity
 from clrk_runtime.pool import NoCapacity, PoolStats, SandboxPool
@@ -108,7 +109,8 @@ class AgentRuntime:
             await self._relay.start()
         self._spawner = Spawner()
         await self._spawner.start()
-        spec = SandboxSpec(kind, settings, self._root, relay_socket, drop, self._spawner)
+        ids = HostIds(settings.sandbox_uid, settings.sandbox_uids) if drop else None
+        spec = SandboxSpec(kind, settings, self._root, relay_socket, drop, self._spawner, ids)
         self._pool = SandboxPool(spec)
         await self._pool.start()
         self._ready = True

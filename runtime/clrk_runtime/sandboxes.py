@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from clrk_runtime.environment import SandboxPaths
+from clrk_runtime.hostids import HostIds
 from clrk_runtime.reaping import group_exists, kill_leftovers
 from clrk_runtime.sandboxing import BWRAP_PATHS, PROXY_PORT, bwrap_argv, launch_script, stub_script
 from clrk_runtime.settings import RuntimeSettings
@@ -32,6 +33,8 @@ __all__ = ["Sandbox", "SandboxKind", "SandboxSpec", "create_sandbox"]
 
 SandboxKind = Literal["bwrap", "plain"]
 _log = logging.getLogger(__name__)
+NOBODY = 65534
+"""The uid and gid an agent sees inside bubblewrap, whatever its host uid."""
 _CHILD_PID = re.compile(rb'"child-pid"\s*:\s*(\d+)')
 _GONE_WITHIN = 2.0
 """Seconds a killed namespace may take to go."""
@@ -50,7 +53,9 @@ class SandboxSpec:
     drop_privileges: bool
     """Run as ``settings.sandbox_uid`` (the shim is root)."""
     spawner: Spawner
-    """Forks every sandbox's first process (the shim's loop never forks)."""
+    """Starts every sandbox's first process (the shim's loop never forks)."""
+    ids: HostIds | None = None
+    """The uids sandboxes run as, one each (when ``drop_privileges``)."""
 
 
 @dataclass(eq=False)
@@ -65,6 +70,8 @@ class Sandbox:
     warm: bool = False
     info: int = -1
     """bubblewrap only: read end of ``--info-fd``, where bwrap writes the namespace init's pid."""
+    uid: int | None = None
+    """The host uid (and gid) this sandbox alone runs as, when the shim is root."""
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -99,9 +106,11 @@ class Sandbox:
     async def close(self, *, sweep_session: bool = False) -> None:
         """Kill what is left, reap the stub, remove the directory: nothing stays behind.
 
-        Returns once no live process is left in its group. ``sweep_session`` (used after a deadline) also
-        kills plain-sandbox processes that moved to another group of the agent's session: a
-        scan of /proc, too slow to run on every invocation.
+        bubblewrap: returns once the pid namespace is gone. Plain, with a uid of its own (the
+        shim is root): every process of that uid is killed, wherever it went. Plain without
+        (the shim is not root): every process left in its group, and with ``sweep_session``
+        (used after a deadline) in its session, found by a scan of /proc; a daemon that called
+        ``setsid()`` escapes that.
         """
         if self._closed:
             return
@@ -112,12 +121,17 @@ class Sandbox:
         self.process.close_pipes()
         if self.kind == "bwrap":
             await self._namespace_gone()
+        elif self.uid is not None:
+            await self.spec.spawner.sweep(self.uid)
         else:
             pid = self.process.pid
             if sweep_session or group_exists(pid):
                 # Rare (a background child outlived the agent): scan /proc, off the event loop.
                 await asyncio.to_thread(kill_leftovers, pid, sweep_session)
         await _remove(self.directory)
+        if self.uid is not None and self.spec.ids is not None:
+            self.spec.ids.give_back(self.uid)
+            self.uid = None
 
     async def _namespace_gone(self) -> None:
         """Wait until the pid namespace's init has ended: by then every process in it has.
@@ -241,12 +255,12 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
     directory = f"{spec.root}/{uuid.uuid4().hex}"
     plain = spec.kind == "plain"
     names = ("home", "tmp", "work", "meta") if plain else ("meta",)
-    uid, gid = (settings.sandbox_uid, settings.sandbox_gid) if spec.drop_privileges else (None, None)
+    uid = spec.ids.take() if spec.ids is not None else None
     dirs = (directory, *(f"{directory}/{name}" for name in names))
     control_read, control = os.pipe()
     info_read, info_write = os.pipe() if not plain else (-1, -1)
-    if spec.drop_privileges:
-        os.fchown(control_read, settings.sandbox_uid, settings.sandbox_gid)  # the stub reopens it
+    if uid is not None:
+        os.fchown(control_read, uid, uid)  # the stub reopens it
     if plain:
         paths = SandboxPaths(
             home=f"{directory}/home",
@@ -264,7 +278,7 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
             fds=(3,),
             extra=(control_read,),
             uid=uid,
-            gid=gid,
+            gid=uid,
         )
     else:
         bridge = spec.relay_socket is not None
@@ -274,8 +288,8 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
             hide=[str(spec.root)],
             binds=[*settings.binds, *_exposed(tuple(settings.command[:1]), settings.agent_path, str(spec.root))],
             relay_socket=str(spec.relay_socket) if bridge else None,
-            uid=settings.sandbox_uid,
-            gid=settings.sandbox_gid,
+            uid=NOBODY,
+            gid=NOBODY,
             path=settings.agent_path,
             root_entries=_root_entries(),
             shadows=_shadows(tuple(settings.binds)),
@@ -297,7 +311,7 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
             fds=(3, 4),
             extra=(control_read, info_write),
             uid=uid,
-            gid=gid,
+            gid=uid,
         )
     try:
         process = await start_child(spec.spawner, launch)
@@ -306,6 +320,12 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
         if info_read >= 0:
             os.close(info_read)
         await asyncio.to_thread(shutil.rmtree, directory, True)
+        if uid is not None and spec.ids is not None:
+            # The stub may have started all the same (requests are served in order): only once
+            # nothing of its uid is left may another sandbox have it.
+            with contextlib.suppress(Exception):
+                await spec.spawner.sweep(uid)
+                spec.ids.give_back(uid)
         raise
     finally:
         os.close(control_read)
@@ -313,4 +333,4 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
             os.close(info_write)
     if info_read >= 0:
         os.set_blocking(info_read, False)
-    return Sandbox(spec, process, directory, control, paths, warm=warm, info=info_read)
+    return Sandbox(spec, process, directory, control, paths, warm=warm, info=info_read, uid=uid)

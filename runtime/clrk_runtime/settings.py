@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["RuntimeSettings", "parse_duration"]
@@ -73,9 +73,13 @@ class RuntimeSettings(BaseSettings):
     """File holding that key (read once at start), e.g. a mounted Secret."""
     ca_bundle: Path | None = None
     """CA bundle the agent must trust (the egress gateway's CA); sets the CA-trust variables."""
-    sandbox_uid: int = 65534
-    """Uid (and ``sandbox_gid``) the agent runs as when the shim is root."""
-    sandbox_gid: int = 65534
+    sandbox_uid: int = Field(61184, ge=1)
+    """First host uid (and gid) of the range sandboxes run as when the shim is root: each live
+    sandbox gets one of its own. Inside bubblewrap the agent sees uid and gid 65534 (nobody)."""
+    sandbox_uids: int = Field(4096, ge=1)
+    """How many uids that range holds: at least the warm pool plus max concurrency, and some to
+    spare for sandboxes being removed (the default range, 61184-65279, is systemd's dynamic-user
+    range, below 65535 for pods in a user namespace)."""
     agent_path: str = "/usr/local/bin:/usr/bin:/bin"
     """``PATH`` inside the sandbox."""
     head_timeout_seconds: float = Field(10.0, gt=0)
@@ -90,6 +94,15 @@ class RuntimeSettings(BaseSettings):
     temp_root: Path | None = None
     """Where per-sandbox directories live (default: ``/dev/shm`` if writable, else the system
     temp dir). Plain sandboxes keep HOME/TMPDIR/work there: mind a small ``/dev/shm``."""
+
+    @model_validator(mode="after")
+    def _enough_uids(self) -> RuntimeSettings:
+        wanted = self.warm_pool + self.max_concurrency + 1
+        if self.sandbox_uids < wanted:
+            raise ValueError(
+                f"sandbox_uids is {self.sandbox_uids}: give at least warm_pool + max_concurrency + 1 ({wanted})"
+            )
+        return self
 
     @field_validator("timeout", mode="before")
     @classmethod

@@ -23,7 +23,10 @@ the sandbox uid first), ``fds`` (the numbers the attached descriptors after the 
 become in the child), ``uid``/``gid`` (``None``: keep ours), ``cwd``, ``executable`` (a full
 path: no PATH search), ``argv`` and ``env``.
 
-Replies: ``("started", tag, pid)``, ``("failed", tag, message)``, and ``("exit", pid, status)``
+A request ``{"op": "sweep", "uid": N}`` kills every process of uid N (see :func:`_sweep`).
+
+Replies: ``("started", tag, pid)``, ``("failed", tag, message)``, ``("swept", tag, 0)``, and
+``("exit", pid, status)``
 (a raw wait status) once each child has ended and been reaped. When the shim's end closes, every
 child's process group is killed and the spawner exits.
 """
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import ctypes
 import fcntl
 import marshal
 import os
@@ -39,6 +43,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 _MAX_MESSAGE = 1 << 20
@@ -46,6 +51,10 @@ _MAX_FDS = 8
 _HIGH_FD = 64
 """Received descriptors below this are moved at or above it first, so that placing one in the
 child never clobbers another."""
+_PR_SET_CHILD_SUBREAPER = 36
+_SWEEP_WITHIN = 1.0
+_SWEEP_PAUSE = 0.0005
+"""After its kill, a sweep reaps and looks again every half millisecond, for one second at most."""
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
 """Signals ignored or handled here that a child must get back at their defaults."""
 
@@ -113,32 +122,87 @@ def _spawn(sock: socket.socket, tag: int, request: dict[str, Any], fds: list[int
 
 
 def _reap(sock: socket.socket, children: set[int]) -> None:
-    while children:
+    """Reap every ended child; report those the shim started (the others were adopted)."""
+    while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
-        children.discard(pid)
-        _say(sock, "exit", pid, status)
+        if pid in children:
+            children.discard(pid)
+            _say(sock, "exit", pid, status)
+
+
+def _sweep(uid: int, sock: socket.socket, children: set[int]) -> None:
+    """SIGKILL every process of ``uid``; return once none of them is our child any more (bounded).
+
+    ``kill(-1)`` reaches every process the caller may signal: with ``uid`` as our real and
+    effective uid (root stays the saved one, to come back to), exactly that uid's processes,
+    wherever they moved (another session, another group, a double fork). The kernel holds off
+    forks while it walks the process list, so none is missed. Those orphaned along the way are
+    ours (we are their subreaper): we wait for them to die and reap them.
+    """
+    os.setresuid(uid, uid, 0)
+    try:
+        os.kill(-1, signal.SIGKILL)  # succeeds even when nothing matched: no way to tell from here
+    finally:
+        os.setresuid(0, 0, 0)
+    deadline = time.monotonic() + _SWEEP_WITHIN
+    while True:
+        _reap(sock, children)
+        if not any(_uid_of(pid) == uid for pid in _adopted()) or time.monotonic() > deadline:
+            return
+        time.sleep(_SWEEP_PAUSE)
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _adopted() -> list[int]:
+    """Our live children: those we started and the orphans we adopted as their subreaper."""
+    found = []
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children") as listing:
+            found += [int(pid) for pid in listing.read().split()]
+    return found
 
 
 def _kill_all(children: set[int]) -> None:
+    """SIGKILL what we started (their groups) and what we adopted, and reap it all."""
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-    while children:
-        try:
-            pid, _status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
-        children.discard(pid)
+    while alive := _adopted():
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, 0):
+                pass
+
+
+def _become_subreaper() -> None:
+    """Orphans of our children (a killed bwrap's namespace init, a daemon's leftovers) become
+    ours rather than the container's init's, which may never reap them (the shim can be PID 1)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 def serve(sock: socket.socket) -> None:
     """Answer requests on ``sock`` until its other end closes; then kill what is left."""
     children: set[int] = set()
+    _become_subreaper()
     if os.geteuid() == 0:
         os.setgroups([])  # the children inherit no supplementary group
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -158,7 +222,11 @@ def serve(sock: socket.socket) -> None:
                         return
                     try:
                         tag, request = marshal.loads(message)  # noqa: S302 - the shim's end of a socketpair
-                        _spawn(sock, tag, request, fds, children)
+                        if request.get("op") == "sweep":
+                            _sweep(request["uid"], sock, children)
+                            _say(sock, "swept", tag, 0)
+                        else:
+                            _spawn(sock, tag, request, fds, children)
                     finally:
                         for fd in fds:
                             os.close(fd)

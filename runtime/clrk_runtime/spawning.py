@@ -25,6 +25,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clrk_runtime import spawner
 from clrk_runtime.pipes import Input, Output
@@ -96,6 +97,8 @@ class Spawner:
         self._started: dict[int, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._gone = False
+        self._stopped = False
+        self._restarting = asyncio.Lock()
 
     async def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -122,6 +125,10 @@ class Spawner:
 
     async def stop(self) -> None:
         """Close the socket: the spawner kills what is left of its children and exits."""
+        self._stopped = True
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
         sock, self._socket = self._socket, None
         if sock is not None:
             asyncio.get_running_loop().remove_reader(sock.fileno())
@@ -136,9 +143,6 @@ class Spawner:
 
         The descriptors are sent, not consumed: the caller closes its copies.
         """
-        if self._socket is None or self._gone:
-            raise SpawnerGone("the spawner process is not running")
-        tag = next(self._tags)
         request = {
             "dirs": list(launch.dirs),
             "fds": list(launch.fds),
@@ -149,22 +153,44 @@ class Spawner:
             "argv": list(launch.argv),
             "env": dict(launch.env),
         }
-        fds = array.array("i", [*stdio, *launch.extra])
-        started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._started[tag] = started
-        try:
-            # A blocking send: it waits only if the spawner is thousands of requests behind.
-            self._socket.sendmsg(
-                [marshal.dumps((tag, request))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())]
-            )
-        except OSError as exc:
-            self._started.pop(tag, None)
-            raise SpawnerGone(f"the spawner process is not reachable: {exc}") from exc
+        started = await self._send(request, [*stdio, *launch.extra])
         try:
             return await asyncio.shield(started)
         except asyncio.CancelledError:
             started.add_done_callback(self._abandon)  # it still starts: kill it once it has
             raise
+
+    async def sweep(self, uid: int) -> None:
+        """Kill every process of ``uid``, wherever it moved (see the spawner's ``_sweep``)."""
+        await asyncio.shield(await self._send({"op": "sweep", "uid": uid}, []))
+
+    async def _send(self, request: dict[str, Any], fds: Sequence[int]) -> asyncio.Future[int]:
+        """Send one request; the future of its reply."""
+        if self._gone and not self._stopped:
+            await self._restart()
+        if self._socket is None:
+            raise SpawnerGone("the spawner process is not running")
+        tag = next(self._tags)
+        reply: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._started[tag] = reply
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
+        try:
+            # A blocking send: it waits only if the spawner is thousands of requests behind.
+            self._socket.sendmsg([marshal.dumps((tag, request))], ancillary)
+        except OSError as exc:
+            self._started.pop(tag, None)
+            raise SpawnerGone(f"the spawner process is not reachable: {exc}") from exc
+        return reply
+
+    async def _restart(self) -> None:
+        """Start a new spawner in place of one that died (its sandboxes died with it)."""
+        async with self._restarting:
+            if not self._gone:
+                return
+            _log.warning("the spawner process ended unexpectedly; starting a new one")
+            await self._shutdown()
+            self._gone = False
+            await self.start()
 
     def _abandon(self, started: asyncio.Future[int]) -> None:
         if started.cancelled() or started.exception() is not None:
@@ -193,7 +219,6 @@ class Spawner:
             except OSError:
                 message = b""
             if not message:
-                _log.error("the spawner process ended; no sandbox can be started")
                 asyncio.get_running_loop().remove_reader(self._socket.fileno())
                 self._lost()
                 return
@@ -203,7 +228,7 @@ class Spawner:
                 if waiting is None:  # kept until exit_status(pid) asks
                     waiting = self._exits[key] = asyncio.get_running_loop().create_future()
                 self._resolve(waiting, os.waitstatus_to_exitcode(value))
-            elif kind == "started":
+            elif kind in ("started", "swept"):
                 self._resolve(self._started.pop(key, None), value)
             else:
                 started = self._started.pop(key, None)

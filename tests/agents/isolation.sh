@@ -12,3 +12,4 @@ for other in $others; do
   echo "other=$other found=${found:-none}"
 done
 echo "home=$HOME"
+echo "uid=$(id -u)"

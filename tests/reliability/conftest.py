@@ -33,8 +33,8 @@ BAD_INPUT_ENV_AGENT = "default/env"
 BAD_INPUT_MAX_BODY = 4096
 BAD_INPUT_BODY_TIMEOUT = 1.0
 BAD_INPUT_HEAD_TIMEOUT = 0.5
-BAD_INPUT_SANDBOX_UID = 64978
-"""An otherwise unused uid for the agents, so that its processes can be counted."""
+BAD_INPUT_SANDBOX_UIDS = range(50300, 50556)
+"""Otherwise unused uids for the agents, so that their processes can be counted."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ def _bad_input_runtime(root: Path, agent: str, command: list[str]) -> AgentRunti
             sandbox="plain",
             temp_root=root,
             agent=agent,
-            sandbox_uid=BAD_INPUT_SANDBOX_UID,
-            sandbox_gid=BAD_INPUT_SANDBOX_UID,
+            sandbox_uid=BAD_INPUT_SANDBOX_UIDS.start,
+            sandbox_uids=len(BAD_INPUT_SANDBOX_UIDS),
             timeout=10,
         )
     )
@@ -131,10 +131,11 @@ def bad_input_ingress() -> Iterator[BadInputIngress]:
 
 # -- faults and isolation (tests/reliability/test_faults.py, test_isolation.py) --------------------
 
-FAULTS_DEV_UID = 65534
-"""The uid ``clrk dev`` (run as root) gives its sandboxes."""
-FAULTS_SHIM_UID = 64979
-"""An otherwise unused uid for the shim-level fault tests, so counting its processes counts only ours."""
+_FIRST_UID = RuntimeSettings.model_fields["sandbox_uid"].default
+FAULTS_DEV_UIDS = range(_FIRST_UID, _FIRST_UID + RuntimeSettings.model_fields["sandbox_uids"].default)
+"""The uids ``clrk dev`` (run as root) gives its sandboxes: the default range."""
+FAULTS_SHIM_UIDS = range(50600, 50856)
+"""Otherwise unused uids for the shim-level fault tests, so counting their processes counts only ours."""
 
 
 @dataclass
@@ -223,8 +224,8 @@ def faults_listening_ports(pid: int) -> set[int]:
     return ports
 
 
-def faults_processes(uid: int | None = None, names: tuple[str, ...] = ()) -> dict[int, str]:
-    """Live (non-zombie) processes run by ``uid`` or named one of ``names``: pid → cmdline."""
+def faults_processes(uids: range | None = None, names: tuple[str, ...] = ()) -> dict[int, str]:
+    """Live (non-zombie) processes run by one of ``uids`` or named one of ``names``: pid → cmdline."""
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -237,7 +238,7 @@ def faults_processes(uid: int | None = None, names: tuple[str, ...] = ()) -> dic
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         if fields.get("State", "").strip().startswith("Z"):
             continue
-        if (uid is not None and int(fields["Uid"].split()[0]) == uid) or fields["Name"].strip() in names:
+        if (uids is not None and int(fields["Uid"].split()[0]) in uids) or fields["Name"].strip() in names:
             found[int(entry)] = cmdline
     return found
 

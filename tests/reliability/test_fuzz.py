@@ -28,7 +28,7 @@ from tests.reliability.conftest import (
     BAD_INPUT_AGENT,
     BAD_INPUT_ENV_AGENT,
     BAD_INPUT_MAX_BODY,
-    BAD_INPUT_SANDBOX_UID,
+    BAD_INPUT_SANDBOX_UIDS,
     BadInputIngress,
 )
 
@@ -134,7 +134,7 @@ def _agent_processes() -> list[int]:
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         if fields.get("State", "").strip().startswith("Z"):
             continue
-        if int(fields.get("Uid", "0").split()[0]) == BAD_INPUT_SANDBOX_UID:
+        if int(fields.get("Uid", "0").split()[0]) in BAD_INPUT_SANDBOX_UIDS:
             found.append(int(entry))
     return found
 

@@ -19,7 +19,7 @@ import pytest
 
 from clrk_runtime.backends import bwrap_works
 from tests.reliability.conftest import (
-    FAULTS_DEV_UID,
+    FAULTS_DEV_UIDS,
     FaultsDev,
     faults_dev,
     faults_key_traces,
@@ -30,7 +30,8 @@ from tests.support.readable import agents_dir
 
 AGENTS = agents_dir()
 pytestmark = pytest.mark.skipif(
-    not bwrap_works(FAULTS_DEV_UID, FAULTS_DEV_UID, os.geteuid() == 0), reason="bubblewrap does not work here"
+    not bwrap_works(FAULTS_DEV_UIDS.start, FAULTS_DEV_UIDS.start, os.geteuid() == 0),
+    reason="bubblewrap does not work here",
 )
 SECRET_NAME = "CLRK_FAULTS_SHIM_SECRET"
 SECRET_VALUE = "shim-secret-" + secrets.token_hex(16)
@@ -85,7 +86,7 @@ def faults_probe_result(faults_isolated_dev: FaultsDev) -> dict[str, str]:
             lambda: next(
                 (
                     p
-                    for p, cmd in faults_processes(uid=FAULTS_DEV_UID).items()
+                    for p, cmd in faults_processes(uids=FAULTS_DEV_UIDS).items()
                     if cmd.startswith("sh ") and "probe.sh" in cmd and Path(f"/proc/{p}/root/tmp/mark").exists()
                 ),
                 None,

@@ -1,6 +1,6 @@
 """Test agents the sandbox's user can reach, wherever the checkout lies.
 
-Run as root, the shim starts agents as uid 65534, which cannot enter a checkout inside a 0700
+Run as root, the shim starts agents as unprivileged uids, which cannot enter a checkout inside a 0700
 folder (``mktemp -d``, ``/root``). ``tests/agents`` is then copied, once per test process, into a
 world-readable folder under /var/tmp (removed at exit); otherwise it is used in place.
 """

@@ -1,6 +1,6 @@
 """Stage what agents read from the host, where the sandbox's user can read it.
 
-When ``clrk dev`` runs as root, agents run as uid 65534, which cannot enter a home folder or a
+When ``clrk dev`` runs as root, agents run as unprivileged uids, which cannot enter a home folder or a
 0700 temp folder: the build context's COPY sources, the egress gateway's CA bundle and the tools
 the image installs that the host keeps out of that user's reach (the pinned Claude CLI inside a
 checkout under /root) are put into one world-readable folder per start or reload (code, tools
@@ -36,7 +36,7 @@ def _readable(path: Path) -> None:
 
 def reachable_by_others(path: Path) -> bool:
     """Whether a user that is neither owner nor group may search every folder down to ``path``
-    and run it (what uid 65534 needs to use a tool)."""
+    and run it (what an agent's uid needs to use a tool)."""
     real = path.resolve()
     return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents) and bool(
         real.stat().st_mode & stat.S_IXOTH

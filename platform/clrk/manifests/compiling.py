@@ -10,8 +10,9 @@ number of sandboxes one pod runs at once: the largest divisor of ``maxConcurrenc
 exactly and never exceeds it. ``min-scale`` (and ``initial-scale``) is ``warmPoolSize``, and every
 pod keeps one sandbox warm, so ``warmPoolSize`` sandboxes wait ready across the Service.
 
-Security. The agent always runs as uid 65534, never root. The shim keeps uid 0 in the container
-only to switch to that uid and kill the agent's process tree: every other capability is dropped,
+Security. The agent never runs as root: each sandbox gets an unprivileged uid of its own (65534
+inside bubblewrap). The shim keeps uid 0 in the container only to switch to those uids and kill
+the agent's process tree: every other capability is dropped,
 privilege escalation is off, seccomp is RuntimeDefault. That split is what keeps the egress token
 key (mounted for the shim, mode 0400) out of the agent's reach. Knative must allow init containers
 and added capabilities (``clrk install`` sets both feature flags).

@@ -22,8 +22,10 @@ from clrk_runtime.settings import RuntimeSettings
 from tests.support.readable import agents_dir
 
 AGENTS = agents_dir()
-SANDBOX_UID = 64977
-"""An otherwise unused uid, so that counting its processes counts only ours."""
+SANDBOX_UID = 50000
+SANDBOX_UIDS = 256
+SANDBOX_RANGE = range(SANDBOX_UID, SANDBOX_UID + SANDBOX_UIDS)
+"""Otherwise unused uids for the sandboxes, so that counting their processes counts only ours."""
 HAS_BWRAP = bwrap_works(SANDBOX_UID, SANDBOX_UID, os.geteuid() == 0)
 KINDS = [
     "plain",
@@ -47,7 +49,7 @@ def shim_root() -> Iterator[Path]:
 
 
 def sandbox_processes() -> list[int]:
-    """Live (non-zombie) processes running as the sandbox uid."""
+    """Live (non-zombie) processes running as a sandbox uid."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -59,7 +61,7 @@ def sandbox_processes() -> list[int]:
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         if fields.get("State", "").strip().startswith("Z"):
             continue
-        if int(fields.get("Uid", "0").split()[0]) == SANDBOX_UID:
+        if int(fields.get("Uid", "0").split()[0]) in SANDBOX_RANGE:
             found.append(int(entry))
     return found
 
@@ -97,6 +99,6 @@ def settings_for(kind: str, root: Path, command: list[str], **fields: Any) -> Ru
         temp_root=root,
         agent="team/bot",
         sandbox_uid=SANDBOX_UID,
-        sandbox_gid=SANDBOX_UID,
+        sandbox_uids=SANDBOX_UIDS,
         **fields,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,20 @@ async def test_a_deadline_that_passes_while_the_sandbox_is_made(kind: str, shim_
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
     assert sandbox_processes() == before
     assert list(shim_root.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_spawner_that_died_is_replaced(kind: str, shim_root: Path) -> None:
+    """The spawner (which starts every sandbox) is killed: the next invocation gets a new one."""
+    settings = settings_for(kind, shim_root, [agent("echo.sh")], warm_pool=1)
+    async with AgentRuntime(settings) as runtime:
+        spawner = runtime._spawner
+        assert spawner is not None and spawner._process is not None
+        os.kill(spawner._process.pid, signal.SIGKILL)
+        while not spawner._gone:  # the shim notices when its socket closes
+            await asyncio.sleep(0.01)
+        responses = [await runtime.handle({}, b'{"n": 1}') for _ in range(3)]
+    # The warm sandbox died with the old spawner: its invocation fails, cleanly; later ones work.
+    assert [r.status for r in responses][1:] == [200, 200], [r.body for r in responses]
+    assert responses[0].status in (200, 502)
+    assert sandbox_processes() == []

@@ -11,7 +11,7 @@ import pytest
 from functions_framework.aio import create_asgi_app
 
 import clrk_runtime.function
-from tests.integration.runtime.conftest import SANDBOX_UID, agent
+from tests.integration.runtime.conftest import SANDBOX_UID, SANDBOX_UIDS, agent
 
 
 async def test_functions_framework_serves_the_shim(shim_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -19,7 +19,7 @@ async def test_functions_framework_serves_the_shim(shim_root: Path, monkeypatch:
     monkeypatch.setenv("CLRK_SANDBOX", "plain")
     monkeypatch.setenv("CLRK_TEMP_ROOT", str(shim_root))
     monkeypatch.setenv("CLRK_SANDBOX_UID", str(SANDBOX_UID))
-    monkeypatch.setenv("CLRK_SANDBOX_GID", str(SANDBOX_UID))
+    monkeypatch.setenv("CLRK_SANDBOX_UIDS", str(SANDBOX_UIDS))
     # functions-framework loads the file as a fresh top-level module named "function" and puts
     # its folder on sys.path: undo both afterwards.
     monkeypatch.setattr(sys, "path", list(sys.path))

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.runtime.conftest import SANDBOX_UID
+from tests.integration.runtime.conftest import SANDBOX_UID, SANDBOX_UIDS
 
 HEAD_TIMEOUT = 0.5
 MARGIN = 2.0
@@ -46,7 +46,7 @@ async def _running_shim(root: Path) -> AsyncIterator[int]:
         "PATH": os.environ["PATH"],
         "CLRK_TEMP_ROOT": str(root),
         "CLRK_SANDBOX_UID": str(SANDBOX_UID),
-        "CLRK_SANDBOX_GID": str(SANDBOX_UID),
+        "CLRK_SANDBOX_UIDS": str(SANDBOX_UIDS),
         "CLRK_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
     }
     shim = await asyncio.create_subprocess_exec(

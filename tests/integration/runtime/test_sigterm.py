@@ -1,4 +1,5 @@
-"""The real ``clrk-shim`` process: SIGTERM drains in-flight invocations, cleans up, exits 0."""
+"""The real ``clrk-shim`` process: SIGTERM drains in-flight invocations, cleans up, exits 0; SIGKILL
+leaves no sandbox running."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.runtime.conftest import SANDBOX_UID, agent
+from tests.integration.runtime.conftest import KINDS, SANDBOX_UID, SANDBOX_UIDS, agent, sandbox_processes
 
 
 def _shim() -> str:
@@ -39,7 +40,7 @@ async def test_sigterm_lets_the_in_flight_invocation_finish(shim_root: Path) -> 
         "PATH": os.environ["PATH"],
         "CLRK_TEMP_ROOT": str(shim_root),
         "CLRK_SANDBOX_UID": str(SANDBOX_UID),
-        "CLRK_SANDBOX_GID": str(SANDBOX_UID),
+        "CLRK_SANDBOX_UIDS": str(SANDBOX_UIDS),
     }
     shim = await asyncio.create_subprocess_exec(
         _shim(),
@@ -67,3 +68,37 @@ async def test_sigterm_lets_the_in_flight_invocation_finish(shim_root: Path) -> 
             shim.kill()
             await shim.wait()
     assert list(shim_root.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_killed_shim_takes_its_sandboxes_with_it(kind: str, shim_root: Path) -> None:
+    """SIGKILL leaves the shim no say: its spawner sees the socket close and kills every sandbox."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "CLRK_TEMP_ROOT": str(shim_root),
+        "CLRK_SANDBOX_UID": str(SANDBOX_UID),
+        "CLRK_SANDBOX_UIDS": str(SANDBOX_UIDS),
+    }
+    before = set(sandbox_processes())
+    shim = await asyncio.create_subprocess_exec(
+        _shim(), "--port", "0", "--host", "127.0.0.1", "--warm-pool", "2", "--sandbox", kind,
+        "--", agent("echo.sh"),
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert shim.stderr is not None
+    try:
+        await _line_matching(shim.stderr, r"running on http://")  # ready: the warm pool is full
+        assert set(sandbox_processes()) - before, "the warm sandboxes' processes run"
+        shim.kill()
+        await shim.wait()
+        async with asyncio.timeout(5):
+            while set(sandbox_processes()) - before:
+                await asyncio.sleep(0.01)
+    finally:
+        if shim.returncode is None:
+            shim.kill()
+            await shim.wait()
+        # A killed shim cannot remove its temp root (in a pod it goes with the container).
+        for leftover in shim_root.iterdir():
+            shutil.rmtree(leftover)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from clrk_runtime.testing import invoke
-from tests.integration.runtime.conftest import SANDBOX_UID, agent
+from tests.integration.runtime.conftest import SANDBOX_UID, SANDBOX_UIDS, agent
 
 
 def test_invoke_runs_the_real_shim(shim_root: Path) -> None:
-    fields = {"temp_root": shim_root, "sandbox_uid": SANDBOX_UID, "sandbox_gid": SANDBOX_UID}
+    fields = {"temp_root": shim_root, "sandbox_uid": SANDBOX_UID, "sandbox_uids": SANDBOX_UIDS}
     ok = invoke([agent("echo.sh")], {"q": "hi"}, **fields)
     assert ok.status == 200
     assert ok.json()["data"] == {"q": "hi"}
