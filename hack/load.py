@@ -2,10 +2,13 @@
 
     .venv/bin/python hack/load.py load  [--callers 500] [--seconds 60]
     .venv/bin/python hack/load.py soak  [--rate 50] [--seconds 600]
+    .venv/bin/python hack/load.py wrk   [--callers 500] [--seconds 60]
 
 It starts `clrk dev` serving one agent (`cat`, maxConcurrency 16) on a free loopback port, then:
 - load: N callers send requests back to back for S seconds. Every answer must be 200, or 503
   with Retry-After (capacity and queue are bounded on purpose); anything else is an error.
+- wrk: the load test's traffic from wrk (Debian's package), which unlike this script's Python
+  client can keep 500 connections busy on 2 cores: 200s/s, 503s (with Retry-After), latency.
 - soak: a steady R requests/s for S seconds, sampling clrk dev's RSS and open files every 10 s;
   memory and descriptors should stay flat.
 Traffic goes only to 127.0.0.1, bounded in count and time; `clrk dev` is stopped at the end.
@@ -17,6 +20,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -117,6 +122,54 @@ async def load(url: str, pid: int, callers: int, seconds: float) -> None:
           f"{rss_kib(pid) / 1024:.0f} MiB after; open files after: {open_files(pid)}")  # fmt: skip
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["X-Clrk-TaskAgent"] = "default/echo"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"caller": "wrk"}'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) ok, busy, retry, other = 0, 0, 0, 0 end
+function response(status, headers, body)
+  if status == 200 then ok = ok + 1
+  elseif status == 503 then
+    busy = busy + 1
+    if headers["Retry-After"] or headers["retry-after"] then retry = retry + 1 end
+  else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local o, b, r, x = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    o, b, r, x = o + t:get("ok"), b + t:get("busy"), r + t:get("retry"), x + t:get("other")
+  end
+  io.write(string.format("STATUSES %d %d %d %d\\n", o, b, r, x))
+end
+"""
+
+
+def wrk(url: str, pid: int, callers: int, seconds: float) -> None:
+    """The same load from wrk (C, one thread): the server, not the load generator, is measured."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        before = rss_kib(pid)
+        command = ["wrk", "-t1", f"-c{callers}", f"-d{seconds:g}s", "--latency", "-s", script.name, url]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    ok, busy, retry, other = (int(x) for x in out.split("STATUSES ", 1)[1].split()[:4])
+    latency = {m[0]: m[1] for m in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.MULTILINE)}
+    total = ok + busy + other
+    print(f"wrk: {callers} connections for {seconds:g} s against maxConcurrency 16")
+    found = re.search(r"Socket errors:.*", out)
+    errors = found.group(0) if found else "no socket errors"
+    print(f"  answers: {total} ({total / seconds:.0f}/s): {ok} x 200 ({ok / seconds:.0f}/s), {busy} x 503 "
+          f"({retry} with Retry-After), {other} other; wrk: {errors}")  # fmt: skip
+    print(f"  latency of all answers: p50 {latency.get('50', '?')}, p99 {latency.get('99', '?')}")
+    print(f"  clrk dev RSS: {before / 1024:.0f} MiB before, {rss_kib(pid) / 1024:.0f} MiB after; "
+          f"open files after: {open_files(pid)}")  # fmt: skip
+
+
 async def soak(url: str, pid: int, rate: float, seconds: float) -> None:
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
@@ -192,7 +245,7 @@ async def soak(url: str, pid: int, rate: float, seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["load", "soak"])
+    parser.add_argument("mode", choices=["load", "soak", "wrk"])
     parser.add_argument("--callers", type=int, default=500)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=None)
@@ -202,6 +255,8 @@ def main() -> None:
         try:
             if args.mode == "load":
                 asyncio.run(load(url, process.pid, args.callers, args.seconds or 60))
+            elif args.mode == "wrk":
+                wrk(url, process.pid, args.callers, args.seconds or 60)
             else:
                 asyncio.run(soak(url, process.pid, args.rate, args.seconds or 600))
         finally:

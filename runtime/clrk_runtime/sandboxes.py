@@ -177,6 +177,13 @@ def _root_entries() -> tuple[tuple[str, str | None], ...]:
     return _entries("/")
 
 
+@functools.cache
+def _needs_own_root(binds: tuple[str, ...]) -> bool:
+    """Whether a bind's DEST is missing on the host, so that bwrap must create its mount point
+    (impossible under a read-only bind of the host's ``/``)."""
+    return any(not os.path.lexists(pair.partition(":")[2]) for pair in binds)
+
+
 _PRIVATE_TOPS = ("/tmp", "/run")  # noqa: S108 - each sandbox gets its own tmpfs here
 
 
@@ -291,7 +298,7 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
             uid=NOBODY,
             gid=NOBODY,
             path=settings.agent_path,
-            root_entries=_root_entries(),
+            root_entries=_root_entries() if _needs_own_root(tuple(settings.binds)) else None,
             shadows=_shadows(tuple(settings.binds)),
             info_fd=4,
         )

@@ -41,6 +41,12 @@ def test_bwrap_isolates_everything_and_bridges_the_socket() -> None:
     assert argv.endswith("-- sh -c STUB")
 
 
+def test_without_root_entries_the_hosts_root_is_one_read_only_bind() -> None:
+    argv = " ".join(_argv(root_entries=None, binds=["/usr/share:/usr/share"]))
+    assert argv.startswith("bwrap --ro-bind / / --tmpfs /r --tmpfs /tmp --proc /proc --dev /dev ")
+    assert "--symlink" not in argv
+
+
 def test_bad_bind_is_refused() -> None:
     with pytest.raises(ValueError, match="SRC:DEST"):
         _argv(binds=["/only-src"])
