@@ -58,12 +58,13 @@ def open_files(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def start_dev(root: Path) -> tuple[subprocess.Popen[str], str]:
+def start_dev(root: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
     (root / "m").mkdir()
     (root / "m" / "echo.yaml").write_text(AGENT)
     command = [sys.executable, "-m", "clrk", "dev", "--apply", str(root / "m"), "--port", "0", "--no-tui",
                "--state-dir", str(root / "state")]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with log.open("w") as stderr:  # clrk dev's log: where an unexpected status is explained
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith('{"event": "ready"'):
@@ -249,9 +250,11 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=500)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--log", type=Path, default=Path("clrk-load-dev.log"), help="where clrk dev's log goes")
     args = parser.parse_args()
+    print(f"clrk dev's log: {args.log}")
     with tempfile.TemporaryDirectory() as root:
-        process, url = start_dev(Path(root))
+        process, url = start_dev(Path(root), args.log)
         try:
             if args.mode == "load":
                 asyncio.run(load(url, process.pid, args.callers, args.seconds or 60))

@@ -39,6 +39,10 @@ def parse_duration(value: str | float | int) -> float:
     return total
 
 
+MAX_TIMEOUT_S = 600.0
+"""The longest an invocation may run (a TaskAgent's ``spec.timeout`` is capped the same)."""
+
+
 class RuntimeSettings(BaseSettings):
     """How one shim serves one TaskAgent. Every field is also ``CLRK_<FIELD>``."""
 
@@ -107,7 +111,11 @@ class RuntimeSettings(BaseSettings):
     @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: str | float | int) -> float:
-        return parse_duration(value)
+        seconds = parse_duration(value)
+        if not 0 < seconds <= MAX_TIMEOUT_S:
+            # The egress gateway forgets a revoked invocation MAX_TIMEOUT_S (+ grace) after it.
+            raise ValueError(f"timeout must be more than 0s and at most {MAX_TIMEOUT_S:g}s, got {value!r}")
+        return seconds
 
     def token_key(self) -> bytes | None:
         """The egress token key, from the setting or its file (the file is read here)."""

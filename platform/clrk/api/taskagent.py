@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from clrk.api.common import DNS_LABEL_RULE, Duration, ObjectMeta, Resource, Spec, is_dns_label
+from clrk_runtime.settings import MAX_TIMEOUT_S
 
 __all__ = [
     "ANNOTATION_BUILD_CONTEXT",
@@ -27,7 +28,7 @@ ANNOTATION_BUILD_CONTEXT = "clrk.dev/build-context"
 """Folder (relative to the manifest) holding the agent's Dockerfile."""
 
 DEFAULT_TIMEOUT = timedelta(seconds=100)
-MAX_TIMEOUT = timedelta(seconds=600)
+MAX_TIMEOUT = timedelta(seconds=MAX_TIMEOUT_S)
 
 VALUE_FROM_MESSAGE = (
     "not supported: an agent never holds secrets; keep a literal placeholder in 'value' "

@@ -200,9 +200,10 @@ class EgressGateway:
             if hasattr(addon, "config"):
                 addon.config = config
 
-    def revoke(self, invocation_id: str) -> None:
-        """End an invocation's proxy credentials now (its open tunnels included)."""
-        self.identity.revoke(invocation_id)
+    def revoke(self, invocation_id: str, expires_at: float | None = None) -> None:
+        """End an invocation's proxy credentials now (its open tunnels included); ``expires_at``,
+        its token's expiry when known, bounds how long the gateway remembers it."""
+        self.identity.revoke(invocation_id, expires_at)
 
     def proxy_url(self, invocation_id: str, token: str, host: str = "127.0.0.1") -> str:
         """``http://<invocation>:<token>@host:port`` for the agent's HTTPS_PROXY."""

@@ -4,7 +4,9 @@ An addon in the shape of mitmproxy's ``proxyauth``: a CONNECT is authenticated o
 tunnel remembers its :class:`~clrk_runtime.proxytokens.ProxyClaims`; a plain HTTP proxy request
 is authenticated on its own. Missing, unknown, badly signed or expired credentials get a 407 with
 ``Proxy-Authenticate``. A token dies with its invocation: its expiry, plus :meth:`revoke` for
-invocations that end early (checked on every request, tunnels included).
+invocations that end early (checked on every request, tunnels included). A revoked id is kept
+only until the token it revokes would have expired anyway (:mod:`clrk.egress.revocations`), so
+the set stays as small as the invocations of the last ~11 minutes, whatever the uptime.
 
 Other addons read the caller from ``flow.metadata[CLAIMS]``.
 """
@@ -21,14 +23,23 @@ from collections.abc import Callable
 from mitmproxy import connection, http
 
 from clrk.egress.denials import forbidden, proxy_auth_required
+from clrk.egress.revocations import Revocations
 from clrk_runtime.proxytokens import InvalidToken, ProxyClaims, verify
 
-__all__ = ["CLAIMS", "ProxyIdentity", "parse_proxy_authorization"]
+__all__ = ["CLAIMS", "CLOCK_SLACK_S", "MAX_TOKEN_LIFETIME_S", "ProxyIdentity", "parse_proxy_authorization"]
 
 log = logging.getLogger(__name__)
 
 CLAIMS = "clrk.claims"
 """``flow.metadata`` key holding the caller's :class:`ProxyClaims`."""
+
+MAX_TOKEN_LIFETIME_S = 605.0
+"""Longest a proxy token lives from its invocation's start: the longest TaskAgent timeout
+(``MAX_TIMEOUT``, 600 s) plus the shim's ``TOKEN_GRACE`` (5 s). An invocation is revoked after it
+started, so ``now + MAX_TOKEN_LIFETIME_S`` is never before its token's expiry."""
+
+CLOCK_SLACK_S = 60.0
+"""Revoked ids are kept this long past their token's expiry, against a wall clock stepping back."""
 
 
 def parse_proxy_authorization(value: str) -> tuple[str, str] | None:
@@ -52,22 +63,34 @@ class ProxyIdentity:
         key: bytes,
         *,
         clock: Callable[[], float] = time.time,
-        revocation_ttl_s: float = 3600.0,
+        max_token_lifetime_s: float = MAX_TOKEN_LIFETIME_S,
+        clock_slack_s: float = CLOCK_SLACK_S,
     ) -> None:
         self._key = key
         self._clock = clock
-        self._revocation_ttl_s = revocation_ttl_s
-        self._revoked: dict[str, float] = {}
+        self._max_token_lifetime_s = max_token_lifetime_s
+        self._revoked = Revocations(slack_s=clock_slack_s)
         self._tunnels: weakref.WeakKeyDictionary[connection.Client, ProxyClaims] = weakref.WeakKeyDictionary()
 
-    def revoke(self, invocation_id: str) -> None:
-        """End an invocation's credentials now (open tunnels included)."""
+    @property
+    def revocations(self) -> Revocations:
+        """The revoked ids still kept (read-only use: sizes, tests)."""
+        return self._revoked
+
+    def revoke(self, invocation_id: str, expires_at: float | None = None) -> None:
+        """End an invocation's credentials now (open tunnels included).
+
+        The id is kept until ``expires_at``, its token's expiry (``ProxyClaims.expires_at``),
+        when the caller knows it, else until now + :data:`MAX_TOKEN_LIFETIME_S`; past that its
+        token is refused as expired anyway. Amortised O(1): nothing is rebuilt.
+        """
         now = self._clock()
-        cutoff = now - self._revocation_ttl_s
-        self._revoked = {i: t for i, t in self._revoked.items() if t > cutoff}
-        self._revoked[invocation_id] = now
+        if expires_at is None:
+            expires_at = now + self._max_token_lifetime_s
+        self._revoked.add(invocation_id, expires_at, now=now)
 
     def is_revoked(self, invocation_id: str) -> bool:
+        self._revoked.forget_expired(self._clock())
         return invocation_id in self._revoked
 
     def authenticate(self, header: str) -> ProxyClaims:

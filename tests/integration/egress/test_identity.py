@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.integration.egress.conftest import Egress
@@ -53,6 +55,15 @@ async def test_revoked_invocation_is_407_and_its_tunnel_closes(egress: Egress) -
         assert again.status_code == 403
         assert "invocation ended" in again.json()["error"]["message"]
     r = await connect(egress.port, TARGET, basic("inv-9", egress.token("inv-9")))
+    _assert_407(r)
+    assert "invocation ended" in r.json()["error"]["message"]
+
+
+async def test_revoked_with_its_expiry_is_407_until_then(egress: Egress) -> None:
+    token = egress.token("inv-10", ttl=300)
+    egress.gateway.revoke("inv-10", expires_at=time.time() + 300)
+    assert len(egress.gateway.identity.revocations) == 1
+    r = await connect(egress.port, TARGET, basic("inv-10", token))
     _assert_407(r)
     assert "invocation ended" in r.json()["error"]["message"]
 

@@ -1,6 +1,7 @@
 """Flags and CLRK_* variables become one settings object."""
 
 import pytest
+from pydantic import ValidationError
 
 from clrk_runtime.main import build_settings
 from clrk_runtime.settings import RuntimeSettings, parse_duration
@@ -52,3 +53,9 @@ def test_head_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     assert RuntimeSettings().head_timeout_seconds == 2.5
     with pytest.raises(ValueError, match="greater than 0"):
         RuntimeSettings(head_timeout_seconds=0)
+
+
+@pytest.mark.parametrize("value", ["0s", "601s", "1h", -1])
+def test_a_timeout_outside_what_a_taskagent_allows_is_refused(value: object) -> None:
+    with pytest.raises(ValidationError, match="timeout must be more than 0s and at most 600s"):
+        RuntimeSettings(timeout=value)
