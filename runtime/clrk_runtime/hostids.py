@@ -2,14 +2,21 @@
 
 A uid of its own means a sandbox cannot signal, trace or read the processes and files of another
 (the plain backend has no other wall between them), and that everything it started, daemons
-that left its session included, can be found and killed by uid (see
-:meth:`clrk_runtime.spawning.Spawner.sweep`). A uid goes back to the end of the free list only
-once nothing of its sandbox is left, so it is reused as late as possible.
+that left its session included, can be found and killed by uid (see the spawner's ``_sweep``).
+A uid goes back to the end of the free list only once nothing of its sandbox is left, so it is
+reused as late as possible.
+
+Every shim on a host draws from the same range by default (several agents in one ``clrk dev``,
+or two ``clrk dev`` at once), so a uid is held with a lock on a file named after it: a uid
+another shim holds is skipped, and a shim that dies lets go of its uids with its descriptors.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections import deque
+from pathlib import Path
 
 __all__ = ["HostIds", "NoFreeId"]
 
@@ -19,20 +26,41 @@ class NoFreeId(RuntimeError):
 
 
 class HostIds:
-    def __init__(self, first: int, count: int) -> None:
+    def __init__(self, first: int, count: int, lock_dir: Path) -> None:
         self.first = first
         self.count = count
+        self._lock_dir = lock_dir
+        lock_dir.mkdir(mode=0o700, exist_ok=True)
+        info = lock_dir.lstat()
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077 or not lock_dir.is_dir():
+            raise PermissionError(f"{lock_dir} must be a directory of ours that no one else can write")
         self._free = deque(range(first, first + count))
+        self._held: dict[int, int] = {}
+        """uid → the descriptor holding its lock."""
 
     def take(self) -> int:
-        if not self._free:
-            last = self.first + self.count - 1
-            raise NoFreeId(f"all {self.count} sandbox uids ({self.first}-{last}) are in use; raise sandbox_uids")
-        return self._free.popleft()
+        for _ in range(len(self._free)):
+            uid = self._free.popleft()
+            fd = os.open(self._lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another shim's sandbox has it
+                os.close(fd)
+                self._free.append(uid)
+                continue
+            self._held[uid] = fd
+            return uid
+        last = self.first + self.count - 1
+        raise NoFreeId(f"all {self.count} sandbox uids ({self.first}-{last}) are in use; raise sandbox_uids")
 
     def give_back(self, uid: int) -> None:
+        fd = self._held.pop(uid, None)
+        if fd is not None:
+            os.close(fd)  # releases the lock
         self._free.append(uid)
 
-    @property
-    def free(self) -> int:
-        return len(self._free)
+    def close(self) -> None:
+        """Let go of every uid still held (the shim is stopping)."""
+        for fd in self._held.values():
+            os.close(fd)
+        self._held.clear()

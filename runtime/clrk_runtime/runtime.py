@@ -58,6 +58,7 @@ class AgentRuntime:
         self._pool: SandboxPool | None = None
         self._relay: EgressRelay | None = None
         self._spawner: Spawner | None = None
+        self._ids: HostIds | None = None
         self._root: Path | None = None
         self._token_key: bytes | None = None
         self._in_flight = 0
@@ -109,8 +110,11 @@ class AgentRuntime:
             await self._relay.start()
         self._spawner = Spawner()
         await self._spawner.start()
-        ids = HostIds(settings.sandbox_uid, settings.sandbox_uids) if drop else None
-        spec = SandboxSpec(kind, settings, self._root, relay_socket, drop, self._spawner, ids)
+        if drop:
+            # Host-wide, whatever each shim's temp root: every shim here draws from one range.
+            locks = _default_temp_root() / "clrk-sandbox-uids"
+            self._ids = HostIds(settings.sandbox_uid, settings.sandbox_uids, locks)
+        spec = SandboxSpec(kind, settings, self._root, relay_socket, drop, self._spawner, self._ids)
         self._pool = SandboxPool(spec)
         await self._pool.start()
         self._ready = True
@@ -124,6 +128,8 @@ class AgentRuntime:
             await self._pool.close()
         if self._spawner is not None:
             await self._spawner.stop()
+        if self._ids is not None:
+            self._ids.close()
         if self._relay is not None:
             await self._relay.stop()
         if self._root is not None:

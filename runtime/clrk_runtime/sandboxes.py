@@ -106,8 +106,9 @@ class Sandbox:
     async def close(self, *, sweep_session: bool = False) -> None:
         """Kill what is left, reap the stub, remove the directory: nothing stays behind.
 
-        bubblewrap: returns once the pid namespace is gone. Plain, with a uid of its own (the
-        shim is root): every process of that uid is killed, wherever it went. Plain without
+        bubblewrap: returns once the pid namespace is gone. With a uid of its own (the shim is
+        root), every other process of that uid was killed before the spawner reported the first
+        one's exit, wherever it went (see the spawner's ``_sweep``). Plain without
         (the shim is not root): every process left in its group, and with ``sweep_session``
         (used after a deadline) in its session, found by a scan of /proc; a daemon that called
         ``setsid()`` escapes that.
@@ -121,9 +122,7 @@ class Sandbox:
         self.process.close_pipes()
         if self.kind == "bwrap":
             await self._namespace_gone()
-        elif self.uid is not None:
-            await self.spec.spawner.sweep(self.uid)
-        else:
+        elif self.uid is None:
             pid = self.process.pid
             if sweep_session or group_exists(pid):
                 # Rare (a background child outlived the agent): scan /proc, off the event loop.
@@ -327,12 +326,11 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
         if info_read >= 0:
             os.close(info_read)
         await asyncio.to_thread(shutil.rmtree, directory, True)
-        if uid is not None and spec.ids is not None:
-            # The stub may have started all the same (requests are served in order): only once
-            # nothing of its uid is left may another sandbox have it.
-            with contextlib.suppress(Exception):
-                await spec.spawner.sweep(uid)
-                spec.ids.give_back(uid)
+        if uid is not None:
+            # Not given back: the stub may have started all the same, and its uid is free only
+            # once its exit was reported. Rare (the spawner died, the pool is closing), and the
+            # range holds thousands.
+            _log.warning("sandbox uid %s set aside: its sandbox failed to start", uid)
         raise
     finally:
         os.close(control_read)

@@ -23,11 +23,10 @@ the sandbox uid first), ``fds`` (the numbers the attached descriptors after the 
 become in the child), ``uid``/``gid`` (``None``: keep ours), ``cwd``, ``executable`` (a full
 path: no PATH search), ``argv`` and ``env``.
 
-A request ``{"op": "sweep", "uid": N}`` kills every process of uid N (see :func:`_sweep`).
-
-Replies: ``("started", tag, pid)``, ``("failed", tag, message)``, ``("swept", tag, 0)``, and
-``("exit", pid, status)``
-(a raw wait status) once each child has ended and been reaped. When the shim's end closes, every
+Replies: ``("started", tag, pid)``, ``("failed", tag, message)``, and ``("exit", pid, status)``
+(a raw wait status) once each child has ended and been reaped, and, when it ran as a uid of its
+own, once every other process of that uid has been killed (see :func:`_sweep`). When the shim's
+end closes, every
 child's process group is killed and the spawner exits.
 """
 
@@ -109,7 +108,9 @@ def _start(request: dict[str, Any], fds: list[int]) -> int:
                 os.close(source)
 
 
-def _spawn(sock: socket.socket, tag: int, request: dict[str, Any], fds: list[int], children: set[int]) -> None:
+def _spawn(
+    sock: socket.socket, tag: int, request: dict[str, Any], fds: list[int], children: dict[int, int | None]
+) -> None:
     try:
         _make_dirs(request["dirs"], request["uid"], request["gid"])
         pid = _start(request, fds)
@@ -117,12 +118,13 @@ def _spawn(sock: socket.socket, tag: int, request: dict[str, Any], fds: list[int
         detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
         _say(sock, "failed", tag, detail)
         return
-    children.add(pid)
+    children[pid] = request["uid"]
     _say(sock, "started", tag, pid)
 
 
-def _reap(sock: socket.socket, children: set[int]) -> None:
-    """Reap every ended child; report those the shim started (the others were adopted)."""
+def _reap(sock: socket.socket, children: dict[int, int | None]) -> None:
+    """Reap every ended child. For each the shim started: kill everything left of its uid
+    (:func:`_sweep`), then report its exit. Adopted orphans are just reaped."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -131,13 +133,17 @@ def _reap(sock: socket.socket, children: set[int]) -> None:
         if pid == 0:
             return
         if pid in children:
-            children.discard(pid)
+            uid = children.pop(pid)
+            if uid is not None:
+                _sweep(uid, children)
             _say(sock, "exit", pid, status)
 
 
-def _sweep(uid: int, sock: socket.socket, children: set[int]) -> None:
+def _sweep(uid: int, children: dict[int, int | None]) -> None:
     """SIGKILL every process of ``uid``; return once none of them is our child any more (bounded).
 
+    Run as a sandbox's first process is reaped, before its exit is reported: so by the time the
+    shim hears of it, nothing of the sandbox runs, and its uid may go to another sandbox.
     ``kill(-1)`` reaches every process the caller may signal: with ``uid`` as our real and
     effective uid (root stays the saved one, to come back to), exactly that uid's processes,
     wherever they moved (another session, another group, a double fork). The kernel holds off
@@ -151,9 +157,13 @@ def _sweep(uid: int, sock: socket.socket, children: set[int]) -> None:
         os.setresuid(0, 0, 0)
     deadline = time.monotonic() + _SWEEP_WITHIN
     while True:
-        _reap(sock, children)
-        if not any(_uid_of(pid) == uid for pid in _adopted()) or time.monotonic() > deadline:
+        # Orphans are not a sandbox's first process; a zombie's Uid still reads as it ran.
+        left = [pid for pid in _adopted() if pid not in children and _uid_of(pid) == uid]
+        if not left or time.monotonic() > deadline:
             return
+        for pid in left:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
         time.sleep(_SWEEP_PAUSE)
 
 
@@ -177,7 +187,7 @@ def _adopted() -> list[int]:
     return found
 
 
-def _kill_all(children: set[int]) -> None:
+def _kill_all(children: dict[int, int | None]) -> None:
     """SIGKILL what we started (their groups) and what we adopted, and reap it all."""
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
@@ -201,7 +211,8 @@ def _become_subreaper() -> None:
 
 def serve(sock: socket.socket) -> None:
     """Answer requests on ``sock`` until its other end closes; then kill what is left."""
-    children: set[int] = set()
+    children: dict[int, int | None] = {}
+    """The processes the shim started, and the uid each runs as."""
     _become_subreaper()
     if os.geteuid() == 0:
         os.setgroups([])  # the children inherit no supplementary group
@@ -222,11 +233,7 @@ def serve(sock: socket.socket) -> None:
                         return
                     try:
                         tag, request = marshal.loads(message)  # noqa: S302 - the shim's end of a socketpair
-                        if request.get("op") == "sweep":
-                            _sweep(request["uid"], sock, children)
-                            _say(sock, "swept", tag, 0)
-                        else:
-                            _spawn(sock, tag, request, fds, children)
+                        _spawn(sock, tag, request, fds, children)
                     finally:
                         for fd in fds:
                             os.close(fd)

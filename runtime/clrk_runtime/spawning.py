@@ -160,14 +160,10 @@ class Spawner:
             started.add_done_callback(self._abandon)  # it still starts: kill it once it has
             raise
 
-    async def sweep(self, uid: int) -> None:
-        """Kill every process of ``uid``, wherever it moved (see the spawner's ``_sweep``)."""
-        await asyncio.shield(await self._send({"op": "sweep", "uid": uid}, []))
-
     async def _send(self, request: dict[str, Any], fds: Sequence[int]) -> asyncio.Future[int]:
         """Send one request; the future of its reply."""
-        if self._gone and not self._stopped:
-            await self._restart()
+        if (self._gone and not self._stopped) or self._restarting.locked():
+            await self._restart()  # or wait for the restart under way
         if self._socket is None:
             raise SpawnerGone("the spawner process is not running")
         tag = next(self._tags)
@@ -228,7 +224,7 @@ class Spawner:
                 if waiting is None:  # kept until exit_status(pid) asks
                     waiting = self._exits[key] = asyncio.get_running_loop().create_future()
                 self._resolve(waiting, os.waitstatus_to_exitcode(value))
-            elif kind in ("started", "swept"):
+            elif kind == "started":
                 self._resolve(self._started.pop(key, None), value)
             else:
                 started = self._started.pop(key, None)

@@ -97,3 +97,15 @@ async def test_a_spawner_that_died_is_replaced(kind: str, shim_root: Path) -> No
     assert [r.status for r in responses][1:] == [200, 200], [r.body for r in responses]
     assert responses[0].status in (200, 502)
     assert sandbox_processes() == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_two_runtimes_of_one_host_never_share_a_sandbox_uid(kind: str, shim_root: Path) -> None:
+    """Two agents draw from the same uid range (as in one clrk dev): the one that ends first must
+    not take the other's processes with it."""
+    slow = settings_for(kind, shim_root, [agent("slow.sh"), "0.5"])
+    quick = settings_for(kind, shim_root, [agent("echo.sh")])
+    async with AgentRuntime(slow) as first, AgentRuntime(quick) as second:
+        answers = await asyncio.gather(first.handle({}, b"{}"), *(second.handle({}, b"{}") for _ in range(3)))
+    assert [a.status for a in answers] == [200] * 4, [a.body for a in answers]
+    assert answers[0].body == b"finished\n"
