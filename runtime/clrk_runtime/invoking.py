@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -111,7 +112,6 @@ async def run_invocation(
     ``deadline`` is on the event loop's clock. Closes ``sandbox`` before returning.
     """
     loop = asyncio.get_running_loop()
-    process = sandbox.process
     timed_out = False
     # Done when the agent exits or, past the stdout cap, at once: the answer is already a 502.
     finished: asyncio.Future[None] = loop.create_future()
@@ -122,9 +122,14 @@ async def run_invocation(
 
     stdout = _Stdout(stdout_cap, finish)
     errors = _StderrLines(stderr_tail, f"[{invocation_id}]")
-    process.exit_status.add_done_callback(finish)
     try:
-        sandbox.launch(env, command)
+        try:
+            process = await sandbox.launch(env, command)
+        except OSError as exc:  # as the stub's shell would: 127 not found, 126 not runnable
+            errors.add(f"clrk: cannot run {command[0]}: {exc.strerror or exc}\n".encode())
+            code = 127 if exc.errno == errno.ENOENT else 126
+            return RunResult(exit_code=code, stdout=b"", timed_out=False, stdout_overflow=False, response_headers="")
+        process.exit_status.add_done_callback(finish)
         process.stdout.consume(stdout.add)
         process.stderr.consume(errors.add)
         process.stdin.feed(stdin)
@@ -133,6 +138,8 @@ async def run_invocation(
                 await finished
         except TimeoutError:
             timed_out = True
+        finally:
+            process.exit_status.remove_done_callback(finish)
         # Leftovers (background children, a bridge) die now, so the pipes reach EOF.
         sandbox.kill()
         exit_code = await process.wait()
@@ -151,7 +158,6 @@ async def run_invocation(
             response_headers=headers,
         )
     finally:
-        process.exit_status.remove_done_callback(finish)
         await sandbox.close(sweep_session=timed_out)
 
 

@@ -61,7 +61,8 @@ class SandboxSpec:
 @dataclass(eq=False)
 class Sandbox:
     spec: SandboxSpec
-    process: Child
+    process: Child | None
+    """None for a cold plain sandbox until :meth:`launch` starts the agent itself."""
     directory: str
     """The sandbox's host directory (plain strings here: pathlib showed up in profiles)."""
     control: int
@@ -82,16 +83,37 @@ class Sandbox:
     def response_headers_file(self) -> str:
         return f"{self.directory}/meta/headers"
 
-    def launch(self, env: Mapping[str, str], command: Sequence[str]) -> None:
-        """Hand the stub what to exec: ``command`` in exactly ``env``, in the work dir (see
-        :func:`~clrk_runtime.sandboxing.launch_script`; a pipe write well under PIPE_BUF: it
-        does not block)."""
+    async def launch(self, env: Mapping[str, str], command: Sequence[str]) -> Child:
+        """Run ``command`` in exactly ``env``, in the work dir; the agent's process.
+
+        A waiting stub gets it as a script (see :func:`~clrk_runtime.sandboxing.launch_script`;
+        a pipe write well under PIPE_BUF: it does not block). A cold plain sandbox has no stub:
+        the spawner makes its dirs and starts the agent itself, one exec instead of two. A
+        program that cannot be started raises :class:`OSError` (the stub's shell would have
+        exited 127 or 126).
+        """
+        if self.process is None:
+            self.process = await start_child(self.spec.spawner, self._direct(env, command))
+            return self.process
         try:
             os.write(self.control, launch_script(env, command, self.paths.work))
         except BrokenPipeError:
             pass  # the stub died while waiting: the run ends at once and reports its exit code
         finally:
             self._close_control()
+        return self.process
+
+    def _direct(self, env: Mapping[str, str], command: Sequence[str]) -> Launch:
+        names = ("home", "tmp", "work", "meta")
+        return Launch(
+            argv=command,
+            env=env,
+            cwd=self.paths.work,
+            executable=None,  # looked up on the env's PATH, as exec would
+            dirs=(self.directory, *(f"{self.directory}/{name}" for name in names)),
+            uid=self.uid,
+            gid=self.uid,
+        )
 
     def kill(self) -> None:
         """SIGKILL the sandbox's process group; safe to call more than once, or after it ended.
@@ -100,8 +122,9 @@ class Sandbox:
         every process in the namespace with it: nothing can escape. For the plain backend it is
         every process that kept the agent's group; see :meth:`close` for those that left it.
         """
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     async def close(self, *, sweep_session: bool = False) -> None:
         """Kill what is left, reap the stub, remove the directory: nothing stays behind.
@@ -118,19 +141,25 @@ class Sandbox:
         self._closed = True
         self._close_control()
         self.kill()
-        await self.process.wait()
-        self.process.close_pipes()
-        if self.kind == "bwrap":
-            await self._namespace_gone()
-        elif self.uid is None:
-            pid = self.process.pid
-            if sweep_session or group_exists(pid):
-                # Rare (a background child outlived the agent): scan /proc, off the event loop.
-                await asyncio.to_thread(kill_leftovers, pid, sweep_session)
+        if self.process is None:  # never launched
+            pass
+        else:
+            await self._end(self.process, sweep_session)
         await _remove(self.directory)
         if self.uid is not None and self.spec.ids is not None:
             self.spec.ids.give_back(self.uid)
             self.uid = None
+
+    async def _end(self, process: Child, sweep_session: bool) -> None:
+        await process.wait()
+        process.close_pipes()
+        if self.kind == "bwrap":
+            await self._namespace_gone()
+        elif self.uid is None:
+            pid = process.pid
+            if sweep_session or group_exists(pid):
+                # Rare (a background child outlived the agent): scan /proc, off the event loop.
+                await asyncio.to_thread(kill_leftovers, pid, sweep_session)
 
     async def _namespace_gone(self) -> None:
         """Wait until the pid namespace's init has ended: by then every process in it has.
@@ -228,6 +257,16 @@ def _shadows(binds: tuple[str, ...]) -> tuple[tuple[str, tuple[tuple[str, str | 
     return tuple((folder, _entries(folder)) for folder in sorted(folders, key=lambda f: (f.count("/"), f)))
 
 
+def _plain_paths(directory: str, settings: RuntimeSettings) -> SandboxPaths:
+    return SandboxPaths(
+        home=f"{directory}/home",
+        tmp=f"{directory}/tmp",  # noqa: S108 - the sandbox's private dir
+        work=f"{directory}/work",
+        response_headers=f"{directory}/meta/headers",
+        proxy=settings.egress_proxy,
+    )
+
+
 @functools.cache
 def _program(name: str, path: str) -> str:
     """``name``'s full path on ``path`` (the spawner execs without a PATH search)."""
@@ -256,25 +295,22 @@ async def _remove(directory: str) -> None:
 
 async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
     """Have the spawner make a sandbox's directories and start its waiting process, which
-    execs the invocation handed over by :meth:`Sandbox.launch`."""
+    execs the invocation handed over by :meth:`Sandbox.launch`. A cold plain sandbox (made for
+    the invocation at hand) is only reserved here: :meth:`Sandbox.launch` starts it."""
     settings = spec.settings
     directory = f"{spec.root}/{uuid.uuid4().hex}"
     plain = spec.kind == "plain"
     names = ("home", "tmp", "work", "meta") if plain else ("meta",)
     uid = spec.ids.take() if spec.ids is not None else None
+    if plain and not warm:
+        return Sandbox(spec, None, directory, -1, _plain_paths(directory, settings), uid=uid)
     dirs = (directory, *(f"{directory}/{name}" for name in names))
     control_read, control = os.pipe()
     info_read, info_write = os.pipe() if not plain else (-1, -1)
     if uid is not None:
         os.fchown(control_read, uid, uid)  # the stub reopens it
     if plain:
-        paths = SandboxPaths(
-            home=f"{directory}/home",
-            tmp=f"{directory}/tmp",  # noqa: S108 - the sandbox's private dir
-            work=f"{directory}/work",
-            response_headers=f"{directory}/meta/headers",
-            proxy=settings.egress_proxy,
-        )
+        paths = _plain_paths(directory, settings)
         launch = Launch(
             argv=["sh", "-c", stub_script(3, proxy_bridge=False)],
             executable=_program("sh", settings.agent_path),

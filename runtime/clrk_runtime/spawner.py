@@ -20,10 +20,10 @@ whose ids move, for the microseconds of the call.
 Requests (one datagram each, :mod:`marshal`-encoded, the child's descriptors attached with
 ``SCM_RIGHTS``): ``(tag, request)``, where ``request`` holds ``dirs`` (made 0700 and handed to
 the sandbox uid first), ``fds`` (the numbers the attached descriptors after the first three
-become in the child), ``uid``/``gid`` (``None``: keep ours), ``cwd``, ``executable`` (a full
-path: no PATH search), ``argv`` and ``env``.
+become in the child), ``uid``/``gid`` (``None``: keep ours), ``cwd``, ``executable`` (``None``:
+``argv[0]`` on ``env``'s PATH), ``argv`` and ``env``.
 
-Replies: ``("started", tag, pid)``, ``("failed", tag, message)``, and ``("exit", pid, status)``
+Replies: ``("started", tag, pid)``, ``("failed", tag, (errno, message))``, and ``("exit", pid, status)``
 (a raw wait status) once each child has ended and been reaped, and, when it ran as a uid of its
 own, once every other process of that uid has been killed (see :func:`_sweep`). When the shim's
 end closes, every
@@ -35,6 +35,7 @@ from __future__ import annotations
 import array
 import contextlib
 import ctypes
+import errno
 import fcntl
 import marshal
 import os
@@ -69,7 +70,7 @@ def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
     return message, list(fds)
 
 
-def _say(sock: socket.socket, *reply: str | int) -> None:
+def _say(sock: socket.socket, *reply: str | int | tuple[int, str]) -> None:
     sock.sendall(marshal.dumps(reply))
 
 
@@ -91,7 +92,7 @@ def _start(request: dict[str, Any], fds: list[int]) -> int:
             os.setresgid(gid, 0, 0)
             os.setresuid(uid, 0, 0)
         return os.posix_spawn(
-            request["executable"],
+            request["executable"] or _which(request["argv"][0], request["env"].get("PATH", os.defpath)),
             request["argv"],
             request["env"],
             file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in zip(sources, targets, strict=True)],
@@ -108,6 +109,17 @@ def _start(request: dict[str, Any], fds: list[int]) -> int:
                 os.close(source)
 
 
+def _which(name: str, path: str) -> str:
+    """Where exec would find ``name`` (a name with a slash is used as it is)."""
+    if "/" in name:
+        return name
+    for folder in path.split(os.pathsep):
+        candidate = os.path.join(folder or ".", name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(2, "not found on PATH", name)
+
+
 def _spawn(
     sock: socket.socket, tag: int, request: dict[str, Any], fds: list[int], children: dict[int, int | None]
 ) -> None:
@@ -115,8 +127,9 @@ def _spawn(
         _make_dirs(request["dirs"], request["uid"], request["gid"])
         pid = _start(request, fds)
     except (OSError, ValueError) as exc:
+        code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
         detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
-        _say(sock, "failed", tag, detail)
+        _say(sock, "failed", tag, (code, detail))
         return
     children[pid] = request["uid"]
     _say(sock, "started", tag, pid)

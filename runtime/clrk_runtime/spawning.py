@@ -48,8 +48,8 @@ class Launch:
     argv: Sequence[str]
     env: Mapping[str, str]
     cwd: str
-    executable: str
-    """The program's full path (no PATH search happens)."""
+    executable: str | None
+    """The program's path; None: ``argv[0]``, looked up on ``env``'s PATH as exec would."""
     dirs: Sequence[str] = ()
     """Made 0700, owned by the sandbox uid, before the fork."""
     fds: Sequence[int] = ()
@@ -229,7 +229,8 @@ class Spawner:
             else:
                 started = self._started.pop(key, None)
                 if started is not None and not started.done():
-                    started.set_exception(OSError(f"could not start a sandbox: {value}"))
+                    code, detail = value
+                    started.set_exception(OSError(code, f"could not start a sandbox: {detail}"))
 
     @staticmethod
     def _resolve(future: asyncio.Future[int] | None, value: int) -> None:

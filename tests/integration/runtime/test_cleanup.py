@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from pathlib import Path
@@ -109,3 +110,20 @@ async def test_two_runtimes_of_one_host_never_share_a_sandbox_uid(kind: str, shi
         answers = await asyncio.gather(first.handle({}, b"{}"), *(second.handle({}, b"{}") for _ in range(3)))
     assert [a.status for a in answers] == [200] * 4, [a.body for a in answers]
     assert answers[0].body == b"finished\n"
+
+
+@pytest.mark.parametrize("warm", [0, 1])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_entrypoint_that_cannot_run_is_502_with_the_shells_code(
+    kind: str, warm: int, shim_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Missing: 127; not executable: 126 (what a shell's exec answers), and the reason in the log."""
+    caplog.set_level(logging.INFO, logger="clrk_runtime.agent")
+    for command, code in (["/nonexistent/agent.sh"], 127), (["/etc/passwd"], 126):  # 0644: not a program
+        settings = settings_for(kind, shim_root, command, warm_pool=warm)
+        async with AgentRuntime(settings) as runtime:
+            response = await runtime.handle({}, b"{}")
+        assert response.status == 502, response.body
+        assert f'"exitCode": {code}'.encode() in response.body
+        assert command[0] in caplog.text
+    assert sandbox_processes() == []
