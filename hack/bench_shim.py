@@ -4,9 +4,12 @@
 Prints p50, p99 and invocations/s at 1 and 16 concurrent callers, cold (warm pool 0) and warm,
 for both sandbox kinds, next to two floors measured in the same run. Back to back, a warm
 invocation competes with the background refill of the sandbox it took; the "paced" rows space
-the calls 20 ms apart to show the warm path alone. Floors:
+the calls 20 ms apart to show the warm path alone; the "wrk" rows send the same requests from wrk
+(when installed), whose own CPU cost is a fraction of this script's client. Floors:
 
 * ``floor``: the same agent spawned directly with asyncio subprocess (no HTTP, no sandbox);
+* ``floor (bwrap + cat)``: bubblewrap with the shim's layout around the same agent, spawned the
+  same way: what a fresh set of namespaces and mounts costs on this machine, shim or not;
 * ``http``: uvicorn answering at once (no agent), to show what HTTP alone costs.
 
 The shim runs as its own process (the real ``clrk-shim`` command on port 0); the callers are a
@@ -26,9 +29,12 @@ import resource
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from clrk_runtime.sandboxing import bwrap_argv
 
 BODY = json.dumps({"question": "what is the answer?", "context": "x" * 200}).encode()
 REQUEST = (
@@ -120,10 +126,10 @@ async def _http_cell(port: int, callers: int, seconds: float, pause: float = 0.0
             connection.close()
 
 
-async def _floor_cell(callers: int, seconds: float) -> list[float]:
+async def _floor_cell(callers: int, seconds: float, argv: tuple[str, ...] = ("cat",)) -> list[float]:
     async def one() -> None:
         process = await asyncio.create_subprocess_exec(
-            "cat",
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -175,6 +181,16 @@ async def main() -> None:
     print(f"{'what':<22} {'c':>3} {'p50 ms':>9} {'p99 ms':>9} {'inv/s':>10}")
     for callers in (1, 16):
         print(_row("floor (spawn)", callers, await _floor_cell(callers, seconds), seconds))
+    if shutil.which("bwrap"):
+        # bubblewrap's own cost: the shim's layout (no shim, no HTTP), cat inside, no warm pool.
+        with tempfile.TemporaryDirectory() as meta:
+            layout = bwrap_argv(
+                stub="exec cat", meta_dir=meta, hide=[], binds=[], relay_socket=None, uid=65534, gid=65534,
+                path="/usr/bin:/bin", root_entries=None,
+            )  # fmt: skip
+            for callers in (1, 16):
+                latencies = await _floor_cell(callers, seconds, tuple(layout))
+                print(_row("floor (bwrap + cat)", callers, latencies, seconds))
     http_argv = [sys.executable, "-c", HTTP_ONLY_APP + _SERVE_SNIPPET]
     server, port = await _start(http_argv, env)
     try:
@@ -197,6 +213,8 @@ async def main() -> None:
                     # The warm path alone: 20 ms apart, the pool is refilled between calls.
                     latencies = await _http_cell(port, 1, seconds, pause=0.02)
                     print(_row(f"{label} (paced)", 1, latencies, None))
+                if shutil.which("wrk"):
+                    print(await _wrk_row(f"{label} (wrk)", port, 16, seconds))
             finally:
                 shim_own, helpers = _tree_cpu(server.pid)
                 await _stop(server)
@@ -207,6 +225,38 @@ async def main() -> None:
                 f"{label + ': CPU per invocation':<32} {total:>6.2f} ms: shim {shim_ms:.2f},"
                 f" spawner {spawner_ms:.2f}, sandboxes {total - shim_ms - spawner_ms:.2f}"
             )
+
+
+WRK_SCRIPT = f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = {json.dumps(BODY.decode())}
+"""
+
+
+async def _wrk_row(label: str, port: int, connections: int, seconds: float) -> str:
+    """The same requests from wrk (C, one thread): a load generator that costs the shared CPUs
+    little, as one would measure OpenFaaS's watchdog with. Its requests count in the CPU share."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script.name]
+        process = await asyncio.create_subprocess_exec(
+            *argv, f"http://127.0.0.1:{port}/", stdout=asyncio.subprocess.PIPE
+        )
+        out = (await process.communicate())[0].decode()
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    _COUNT[0] += int(rate * seconds)
+    if re.search(r"Non-2xx", out):
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    p50, p99 = (_ms(re.search(rf"^\s+{q}%\s+(\S+)", out, re.MULTILINE).group(1)) for q in (50, 99))  # type: ignore[union-attr]
+    return f"{label:<22} {connections:>3} {p50:>9.2f} {p99:>9.2f} {rate:>10.0f}"
+
+
+def _ms(text: str) -> float:
+    """wrk's ``1.23ms`` / ``456.00us`` / ``1.02s`` in milliseconds."""
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def _tree_cpu(pid: int) -> tuple[float, float]:
