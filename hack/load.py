@@ -156,7 +156,19 @@ def wrk(url: str, pid: int, callers: int, seconds: float) -> None:
         script.write(WRK_SCRIPT)
         script.flush()
         before = rss_kib(pid)
-        command = ["wrk", "-t1", f"-c{callers}", f"-d{seconds:g}s", "--latency", "-s", script.name, url]
+        # wrk's own timeout is the agent's (30 s): a queued invocation may wait seconds, rightly.
+        command = [
+            "wrk",
+            "-t1",
+            f"-c{callers}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+        ]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     ok, busy, retry, other = (int(x) for x in out.split("STATUSES ", 1)[1].split()[:4])
     latency = {m[0]: m[1] for m in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.MULTILINE)}
