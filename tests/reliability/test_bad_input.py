@@ -35,8 +35,8 @@ from tests.reliability.conftest import (
     BadInputIngress,
     bad_input_ingress_with,
 )
+from tests.support.rawhttp import READ_LIMIT, read_until_closed
 
-READ_LIMIT = 10.0
 """Longest wait for any answer: a row that needs longer has hung."""
 
 
@@ -128,23 +128,6 @@ def _parse(data: bytes) -> list[Answer]:
     return answers
 
 
-def _read_until_closed(sock: socket.socket, limit: float = READ_LIMIT) -> tuple[bytes, bool]:
-    """Everything the server sends until it closes the connection (True) or ``limit`` passes."""
-    received, deadline = b"", time.monotonic() + limit
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            return received, False
-        except ConnectionResetError:
-            return received, True
-        if not chunk:
-            return received, True
-        received += chunk
-    return received, False
-
-
 def _read_one_answer(sock: socket.socket) -> Answer:
     """One whole answer with a Content-Length (the connection stays open)."""
     received, deadline = b"", time.monotonic() + READ_LIMIT
@@ -174,7 +157,7 @@ def exchange(ingress: BadInputIngress, data: bytes, *, half_close: bool = False)
         sock.sendall(data)
         if half_close:
             sock.shutdown(socket.SHUT_WR)
-        received, closed = _read_until_closed(sock)
+        received, closed = read_until_closed(sock)
     return Exchange(_parse(received), closed, time.monotonic() - started)
 
 
@@ -424,7 +407,7 @@ def test_half_a_head_after_a_good_answer_on_a_keep_alive_connection_gets_408(
         assert _read_one_answer(sock).status == 200
         half_sent = time.monotonic()
         sock.sendall(b"POST / HTTP/1.1\r\nHost: ingress\r\nX-Clrk-Task")
-        received, closed = _read_until_closed(sock)
+        received, closed = read_until_closed(sock)
         finished = time.monotonic()
     assert [(a.status, a.error_type()) for a in _parse(received)] == [(408, "request_timeout")]
     assert closed
@@ -462,7 +445,7 @@ def test_an_idle_keep_alive_connection_outlives_the_head_timeout(bad_input_ingre
     with socket.create_connection((bad_input_ingress.host, bad_input_ingress.port), timeout=READ_LIMIT) as sock:
         sock.sendall(GOOD)
         assert _read_one_answer(sock).status == 200
-        received, closed = _read_until_closed(sock, limit=BAD_INPUT_HEAD_TIMEOUT * 3)
+        received, closed = read_until_closed(sock, limit=BAD_INPUT_HEAD_TIMEOUT * 3)
         assert (received, closed) == (b"", False), "still open, silent, past the head timeout"
         sock.sendall(GOOD)
         assert _read_one_answer(sock).status == 200

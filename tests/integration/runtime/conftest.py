@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,17 @@ KINDS = [
     "plain",
     pytest.param("bwrap", marks=pytest.mark.skipif(not HAS_BWRAP, reason="bwrap does not work")),
 ]
+
+
+def shim_command() -> str:
+    """The installed ``clrk-shim`` (next to this interpreter, else on PATH); skips without it."""
+    found = Path(sys.executable).parent / "clrk-shim"
+    if found.exists():
+        return str(found)
+    path = shutil.which("clrk-shim")
+    if path is None:
+        pytest.skip("clrk-shim is not installed")
+    return path
 
 
 def agent(name: str) -> str:

@@ -10,34 +10,21 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.integration.runtime.conftest import SANDBOX_UID, SANDBOX_UIDS
+from tests.integration.runtime.conftest import SANDBOX_UID, SANDBOX_UIDS, shim_command
 
 HEAD_TIMEOUT = 0.5
 MARGIN = 2.0
 EARLY = 0.01
 """uvloop's timers (libuv's) count whole milliseconds and may fire a fraction of one early."""
 READ_LIMIT = 10.0
-
-
-def _shim() -> str:
-    found = Path(sys.executable).parent / "clrk-shim"
-    if found.exists():
-        return str(found)
-    path = shutil.which("clrk-shim")
-    if path is None:
-        pytest.skip("clrk-shim is not installed")
-    return path
 
 
 @asynccontextmanager
@@ -50,7 +37,7 @@ async def _running_shim(root: Path) -> AsyncIterator[int]:
         "CLRK_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
     }
     shim = await asyncio.create_subprocess_exec(
-        _shim(), "--port", "0", "--host", "127.0.0.1", "--sandbox", "plain", "--", "cat",
+        shim_command(), "--port", "0", "--host", "127.0.0.1", "--sandbox", "plain", "--", "cat",
         env=env,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -8,23 +8,12 @@ import os
 import re
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.runtime.conftest import KINDS, SANDBOX_UID, SANDBOX_UIDS, agent, sandbox_processes
-
-
-def _shim() -> str:
-    found = Path(sys.executable).parent / "clrk-shim"
-    if found.exists():
-        return str(found)
-    path = shutil.which("clrk-shim")
-    if path is None:
-        pytest.skip("clrk-shim is not installed")
-    return path
+from tests.integration.runtime.conftest import KINDS, SANDBOX_UID, SANDBOX_UIDS, agent, sandbox_processes, shim_command
 
 
 async def _line_matching(stream: asyncio.StreamReader, pattern: str) -> re.Match[str]:
@@ -43,7 +32,7 @@ async def test_sigterm_lets_the_in_flight_invocation_finish(shim_root: Path) -> 
         "CLRK_SANDBOX_UIDS": str(SANDBOX_UIDS),
     }
     shim = await asyncio.create_subprocess_exec(
-        _shim(),
+        shim_command(),
         "--port", "0",
         "--host", "127.0.0.1",
         "--warm-pool", "1",
@@ -81,7 +70,7 @@ async def test_a_killed_shim_takes_its_sandboxes_with_it(kind: str, shim_root: P
     }
     before = set(sandbox_processes())
     shim = await asyncio.create_subprocess_exec(
-        _shim(), "--port", "0", "--host", "127.0.0.1", "--warm-pool", "2", "--sandbox", kind,
+        shim_command(), "--port", "0", "--host", "127.0.0.1", "--warm-pool", "2", "--sandbox", kind,
         "--", agent("echo.sh"),
         env=env,
         stderr=asyncio.subprocess.PIPE,

@@ -23,6 +23,7 @@ from clrk_runtime.asgi import ShimApp
 from clrk_runtime.httpserver import BAD_REQUEST_MESSAGE, http_protocol, httptools_installed
 from clrk_runtime.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
+from tests.support.rawhttp import READ_LIMIT, read_until_closed
 from tests.support.threaded import in_thread
 
 HEAD_TIMEOUT = 0.3
@@ -30,7 +31,6 @@ MARGIN = 2.0
 EARLY = 0.01
 """uvloop's timers (libuv's) count whole milliseconds and may fire a fraction of one early."""
 """Slack past the head timeout for the refusal to arrive on a loaded 2-core machine."""
-READ_LIMIT = 10.0
 PROBE = b"GET /healthz HTTP/1.1\r\nHost: shim\r\n\r\n"
 """A request the shim answers 200 without running an agent (its runtime is not started here)."""
 
@@ -95,29 +95,13 @@ def _parse(data: bytes) -> list[Answer]:
     return answers
 
 
-def _read_until_closed(sock: socket.socket) -> tuple[bytes, bool]:
-    received, deadline = b"", time.monotonic() + READ_LIMIT
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            return received, False
-        except ConnectionResetError:
-            return received, True
-        if not chunk:
-            return received, True
-        received += chunk
-    return received, False
-
-
 def _exchange(shim: Shim, *chunks: bytes) -> tuple[list[Answer], bool, float]:
     """Send ``chunks`` (separate writes) on a fresh connection; read until closed."""
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", shim.port), timeout=READ_LIMIT) as sock:
         for chunk in chunks:
             sock.sendall(chunk)
-        received, closed = _read_until_closed(sock)
+        received, closed = read_until_closed(sock)
     return _parse(received), closed, time.monotonic() - started
 
 
