@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -126,4 +127,19 @@ async def test_an_entrypoint_that_cannot_run_is_502_with_the_shells_code(
         assert response.status == 502, response.body
         assert f'"exitCode": {code}'.encode() in response.body
         assert command[0] in caplog.text
+    assert sandbox_processes() == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_deadlines_that_pass_while_sandboxes_start_leave_nothing(kind: str, shim_root: Path) -> None:
+    """1-3 ms deadlines, 30 at once: each a 504, and no process, pipe or directory left (an
+    unclosed pipe or unreaped child would surface as a ResourceWarning, an error here)."""
+    settings = settings_for(kind, shim_root, [agent("echo.sh")])
+    async with AgentRuntime(settings) as runtime:
+        answers = await asyncio.gather(
+            *(runtime.handle({"x-clrk-timeout-ms": str(1 + n % 3)}, b"{}") for n in range(30))
+        )
+        assert {a.status for a in answers} <= {200, 504}, [a.body for a in answers]
+        assert sandbox_dirs(runtime) == []
+    gc.collect()
     assert sandbox_processes() == []
