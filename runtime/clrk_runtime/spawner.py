@@ -15,7 +15,8 @@ effective ids to the caller's real ones (``RESETIDS``): the spawner takes the sa
 *real* ids for the duration of the call (keeping root as effective and saved ids), and the exec
 then sets the child's saved ids too: the child ends with the sandbox uid and gid in all three,
 no supplementary group and no capability. Being single-threaded, the spawner is the only thread
-whose ids move, for the microseconds of the call.
+whose ids move, for the microseconds of the call; and while its real uid is a sandbox's, no
+process of that uid exists to signal it (a uid is reused only once all of its processes died).
 
 Requests (one datagram each, :mod:`marshal`-encoded, the child's descriptors attached with
 ``SCM_RIGHTS``): ``(tag, request)``, where ``request`` holds ``dirs`` (made 0700 and handed to
@@ -23,11 +24,11 @@ the sandbox uid first), ``fds`` (the numbers the attached descriptors after the 
 become in the child), ``uid``/``gid`` (``None``: keep ours), ``cwd``, ``executable`` (``None``:
 ``argv[0]`` on ``env``'s PATH), ``argv`` and ``env``.
 
-Replies: ``("started", tag, pid)``, ``("failed", tag, (errno, message))``, and ``("exit", pid, status)``
-(a raw wait status) once each child has ended and been reaped, and, when it ran as a uid of its
-own, once every other process of that uid has been killed (see :func:`_sweep`). When the shim's
-end closes, every
-child's process group is killed and the spawner exits.
+Replies: ``("started", tag, pid)``, ``("failed", tag, (errno, message))``, and
+``("exit", pid, status)`` (a raw wait status) once each child has ended and been reaped, and, when
+it ran as a uid of its own, once every other process of that uid has been killed (see
+:func:`_sweep`). When the shim's end closes, every child's process group and every orphan we
+adopted is killed, and the spawner exits.
 """
 
 from __future__ import annotations
