@@ -230,7 +230,7 @@ class Spawner:
                 started = self._started.pop(key, None)
                 if started is not None and not started.done():
                     code, detail = value
-                    started.set_exception(OSError(code, f"could not start a sandbox: {detail}"))
+                    started.set_exception(OSError(code, detail))
 
     @staticmethod
     def _resolve(future: asyncio.Future[int] | None, value: int) -> None:

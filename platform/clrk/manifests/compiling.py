@@ -11,9 +11,10 @@ exactly and never exceeds it. ``min-scale`` (and ``initial-scale``) is ``warmPoo
 pod keeps one sandbox warm, so ``warmPoolSize`` sandboxes wait ready across the Service.
 
 Security. The agent never runs as root: each sandbox gets an unprivileged uid of its own (65534
-inside bubblewrap). The shim keeps uid 0 in the container only to switch to those uids and kill
-the agent's process tree: every other capability is dropped,
-privilege escalation is off, seccomp is RuntimeDefault. That split is what keeps the egress token
+inside bubblewrap). The shim keeps uid 0 in the container only to switch to those uids, kill the
+agent's process tree and remove what it left (``SHIM_CAPABILITIES``; a test runs the real shim
+with only those): every other capability is dropped, privilege escalation is off, seccomp is
+RuntimeDefault. That split is what keeps the egress token
 key (mounted for the shim, mode 0400) out of the agent's reach. Knative must allow init containers
 and added capabilities (``clrk install`` sets both feature flags).
 """
@@ -43,6 +44,11 @@ SANDBOXES_PER_POD = 4
 INGRESS_NAMESPACE = "clrk"
 """Where the ingress and the per-agent ``clrk-<name>`` Services live (callers' side)."""
 
+SHIM_CAPABILITIES = ("SETUID", "SETGID", "KILL", "CHOWN", "FOWNER", "DAC_OVERRIDE")
+"""All the shim's container keeps (every other one is dropped): switching to the sandboxes' uids,
+killing their processes, handing them their directories and removing what they left in them
+(each sandbox's are its own uid's, mode 0700: root needs DAC_OVERRIDE to go in). Agents run as
+those uids, which no capability follows across the exec."""
 _RUNTIME_DIR = "/opt/clrk"
 _CA_DIR = "/var/run/clrk/ca"
 _TOKEN_DIR = "/var/run/clrk/egress-token"  # noqa: S105 (a path, not a secret)
@@ -114,7 +120,7 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
             "readOnlyRootFilesystem": False,
             "capabilities": {
                 "drop": ["ALL"],
-                "add": ["SETUID", "SETGID", "KILL", "CHOWN", "FOWNER"],
+                "add": list(SHIM_CAPABILITIES),
             },
             "seccompProfile": {"type": "RuntimeDefault"},
         },

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from clrk.manifests.compiling import SHIM_CAPABILITIES
 from tests.integration.runtime.conftest import KINDS, SANDBOX_UID, SANDBOX_UIDS, agent, sandbox_processes, shim_command
 
 
@@ -91,3 +92,42 @@ async def test_a_killed_shim_takes_its_sandboxes_with_it(kind: str, shim_root: P
         # A killed shim cannot remove its temp root (in a pod it goes with the container).
         for leftover in shim_root.iterdir():
             shutil.rmtree(leftover)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_shim_needs_no_more_than_the_capabilities_its_pod_keeps(kind: str, shim_root: Path) -> None:
+    """The compiled Knative Service drops every capability but a few: the real shim, run as root
+    with only those (setpriv's bounding set), still answers with the agent's declared headers,
+    drains on SIGTERM and removes every sandbox directory."""
+    bounding = ",".join(["-all", *(f"+{name.lower()}" for name in SHIM_CAPABILITIES)])
+    env = {
+        "PATH": os.environ["PATH"],
+        "CLRK_TEMP_ROOT": str(shim_root),
+        "CLRK_SANDBOX_UID": str(SANDBOX_UID),
+        "CLRK_SANDBOX_UIDS": str(SANDBOX_UIDS),
+    }
+    shim = await asyncio.create_subprocess_exec(
+        "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--",
+        shim_command(), "--port", "0", "--host", "127.0.0.1", "--warm-pool", "1", "--sandbox", kind,
+        "--", agent("headers.sh"),
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert shim.stderr is not None
+    try:
+        port = (await _line_matching(shim.stderr, r"running on http://[\d.]+:(\d+)")).group(1)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            answers = [await client.post("/", json={"n": n}) for n in range(3)]
+        for response in answers:
+            assert (response.status_code, response.headers["content-type"]) == (201, "text/csv"), response.text
+            assert response.text == "a,b\n1,2\n"
+        shim.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await shim.wait() == 0
+    finally:
+        if shim.returncode is None:
+            shim.kill()
+            await shim.wait()
+    assert list(shim_root.iterdir()) == []  # nothing of the sandboxes left, although root lacks DAC_OVERRIDE
+    assert set(sandbox_processes()) == set()
