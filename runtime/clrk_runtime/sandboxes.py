@@ -1,9 +1,12 @@
 """One sandbox's life on the host: make it, hand it an invocation, kill it, remove it.
 
 A :class:`Sandbox` is a stub process (see :mod:`clrk_runtime.sandboxing`) plus its private host
-directory. Killing is always of the whole tree: for bubblewrap the pid namespace dies with its
-init (``--die-with-parent``); for the plain backend the process group gets SIGKILL (and, after a
-deadline, every process left in the sandbox's session).
+directory; a cold plain sandbox has no stub: the agent is started directly when its invocation
+comes. Every process is started by the spawner (:mod:`clrk_runtime.spawning`). Killing is always
+of the whole tree: for bubblewrap the pid namespace dies with its init (``--die-with-parent``);
+with a host uid of its own (the shim is root) every process of that uid is killed when the first
+one is reaped; otherwise the process group gets SIGKILL (and, after a deadline, every process
+left in the sandbox's session).
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 Every sandbox starts as a *stub*: ``sh -c`` waiting on a pipe (``/dev/fd/N``). The invocation's
 environment and entrypoint arrive there as a short shell script (see :func:`launch_script`),
 which ``exec``\\ s the entrypoint in exactly that environment: so a warm sandbox costs one
-``exec`` at invocation time, and a cold one is the very same path started on demand.
+``exec`` at invocation time. A cold bubblewrap sandbox is the very same path started on demand;
+a cold plain one needs no stub (the spawner starts the entrypoint itself).
 
 bubblewrap (``bwrap``) layout, as the agent sees it::
 
-    /                 the host's top-level entries, read-only (plus ``binds``, read-only)
+    /                 the host's root, read-only (plus ``binds``, read-only; when a bind's
+                      DEST is missing on the host, the top-level entries one by one instead)
     /tmp              tmpfs (TMPDIR); hides the host's /tmp and the shim's own files
     /run/clrk/home    tmpfs (HOME)         /run/clrk/work   tmpfs (working dir)
     /run/clrk/meta    the one host dir it may write (response headers)
