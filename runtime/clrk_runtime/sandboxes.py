@@ -360,16 +360,19 @@ async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
         )
     try:
         process = await start_child(spec.spawner, launch)
-    except BaseException:
+    except BaseException as exc:
         os.close(control)
         if info_read >= 0:
             os.close(info_read)
         await asyncio.to_thread(shutil.rmtree, directory, True)
-        if uid is not None:
-            # Not given back: the stub may have started all the same, and its uid is free only
-            # once its exit was reported. Rare (the spawner died, the pool is closing), and the
-            # range holds thousands.
-            _log.warning("sandbox uid %s set aside: its sandbox failed to start", uid)
+        if uid is not None and spec.ids is not None:
+            if isinstance(exc, OSError):  # the spawner could not start it: nothing runs as uid
+                spec.ids.give_back(uid)
+            else:
+                # Cancelled, or the spawner died: the stub may have started all the same, and
+                # its uid is free only once its exit was reported. Rare, and the range holds
+                # thousands: set it aside.
+                _log.warning("sandbox uid %s set aside: its sandbox may have started", uid)
         raise
     finally:
         os.close(control_read)
