@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -25,25 +27,31 @@ async def _line_matching(stream: asyncio.StreamReader, pattern: str) -> re.Match
     raise AssertionError(f"the shim never logged {pattern!r}")
 
 
-async def test_sigterm_lets_the_in_flight_invocation_finish(shim_root: Path) -> None:
+@asynccontextmanager
+async def _shim(root: Path, *argv: str, prefix: tuple[str, ...] = ()) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The real ``clrk-shim`` with ``argv``, its temp root and uid range the tests'; killed if
+    the test leaves it running."""
     env = {
         "PATH": os.environ["PATH"],
-        "CLRK_TEMP_ROOT": str(shim_root),
+        "CLRK_TEMP_ROOT": str(root),
         "CLRK_SANDBOX_UID": str(SANDBOX_UID),
         "CLRK_SANDBOX_UIDS": str(SANDBOX_UIDS),
     }
     shim = await asyncio.create_subprocess_exec(
-        shim_command(),
-        "--port", "0",
-        "--host", "127.0.0.1",
-        "--warm-pool", "1",
-        "--sandbox", "plain",
-        "--", agent("slow.sh"), "1",
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *prefix, shim_command(), "--port", "0", "--host", "127.0.0.1", *argv, env=env, stderr=asyncio.subprocess.PIPE
+    )
     assert shim.stderr is not None
     try:
+        yield shim
+    finally:
+        if shim.returncode is None:
+            shim.kill()
+            await shim.wait()
+
+
+async def test_sigterm_lets_the_in_flight_invocation_finish(shim_root: Path) -> None:
+    async with _shim(shim_root, "--warm-pool", "1", "--sandbox", "plain", "--", agent("slow.sh"), "1") as shim:
+        assert shim.stderr is not None
         port = (await _line_matching(shim.stderr, r"running on http://[\d.]+:(\d+)")).group(1)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             call = asyncio.create_task(client.post("/", json={}))
@@ -53,42 +61,24 @@ async def test_sigterm_lets_the_in_flight_invocation_finish(shim_root: Path) -> 
         assert (response.status_code, response.text) == (200, "finished\n")
         async with asyncio.timeout(30):
             assert await shim.wait() == 0
-    finally:
-        if shim.returncode is None:
-            shim.kill()
-            await shim.wait()
     assert list(shim_root.iterdir()) == []
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_killed_shim_takes_its_sandboxes_with_it(kind: str, shim_root: Path) -> None:
     """SIGKILL leaves the shim no say: its spawner sees the socket close and kills every sandbox."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "CLRK_TEMP_ROOT": str(shim_root),
-        "CLRK_SANDBOX_UID": str(SANDBOX_UID),
-        "CLRK_SANDBOX_UIDS": str(SANDBOX_UIDS),
-    }
     before = set(sandbox_processes())
-    shim = await asyncio.create_subprocess_exec(
-        shim_command(), "--port", "0", "--host", "127.0.0.1", "--warm-pool", "2", "--sandbox", kind,
-        "--", agent("echo.sh"),
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert shim.stderr is not None
     try:
-        await _line_matching(shim.stderr, r"running on http://")  # ready: the warm pool is full
-        assert set(sandbox_processes()) - before, "the warm sandboxes' processes run"
-        shim.kill()
-        await shim.wait()
-        async with asyncio.timeout(5):
-            while set(sandbox_processes()) - before:
-                await asyncio.sleep(0.01)
-    finally:
-        if shim.returncode is None:
+        async with _shim(shim_root, "--warm-pool", "2", "--sandbox", kind, "--", agent("echo.sh")) as shim:
+            assert shim.stderr is not None
+            await _line_matching(shim.stderr, r"running on http://")  # ready: the warm pool is full
+            assert set(sandbox_processes()) - before, "the warm sandboxes' processes run"
             shim.kill()
             await shim.wait()
+            async with asyncio.timeout(5):
+                while set(sandbox_processes()) - before:
+                    await asyncio.sleep(0.01)
+    finally:
         # A killed shim cannot remove its temp root (in a pod it goes with the container).
         for leftover in shim_root.iterdir():
             shutil.rmtree(leftover)
@@ -101,21 +91,10 @@ async def test_the_shim_needs_no_more_than_the_capabilities_its_pod_keeps(kind: 
     with only those (setpriv's bounding set), still answers with the agent's declared headers,
     drains on SIGTERM and removes every sandbox directory."""
     bounding = ",".join(["-all", *(f"+{name.lower()}" for name in SHIM_CAPABILITIES)])
-    env = {
-        "PATH": os.environ["PATH"],
-        "CLRK_TEMP_ROOT": str(shim_root),
-        "CLRK_SANDBOX_UID": str(SANDBOX_UID),
-        "CLRK_SANDBOX_UIDS": str(SANDBOX_UIDS),
-    }
-    shim = await asyncio.create_subprocess_exec(
-        "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--",
-        shim_command(), "--port", "0", "--host", "127.0.0.1", "--warm-pool", "1", "--sandbox", kind,
-        "--", agent("headers.sh"),
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert shim.stderr is not None
-    try:
+    limited = ("setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--")
+    argv = ("--warm-pool", "1", "--sandbox", kind, "--", agent("headers.sh"))
+    async with _shim(shim_root, *argv, prefix=limited) as shim:
+        assert shim.stderr is not None
         port = (await _line_matching(shim.stderr, r"running on http://[\d.]+:(\d+)")).group(1)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             answers = [await client.post("/", json={"n": n}) for n in range(3)]
@@ -125,9 +104,5 @@ async def test_the_shim_needs_no_more_than_the_capabilities_its_pod_keeps(kind: 
         shim.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             assert await shim.wait() == 0
-    finally:
-        if shim.returncode is None:
-            shim.kill()
-            await shim.wait()
-    assert list(shim_root.iterdir()) == []  # nothing of the sandboxes left, although root lacks DAC_OVERRIDE
+    assert list(shim_root.iterdir()) == []  # those capabilities were enough to remove every sandbox
     assert set(sandbox_processes()) == set()
