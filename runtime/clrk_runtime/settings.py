@@ -104,7 +104,8 @@ class RuntimeSettings(BaseSettings):
         wanted = self.warm_pool + self.max_concurrency + 1
         if self.sandbox_uids < wanted:
             raise ValueError(
-                f"sandbox_uids is {self.sandbox_uids}: give at least warm_pool + max_concurrency + 1 ({wanted})"
+                f"sandbox_uids (CLRK_SANDBOX_UIDS) is {self.sandbox_uids}: give at least "
+                f"warm_pool + max_concurrency + 1 ({wanted})"
             )
         return self
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -24,6 +23,8 @@ from clrk_runtime.asgi import ShimApp
 from clrk_runtime.httpserver import Implementation, http_protocol
 from clrk_runtime.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
+from tests.support.processes import live_processes
+from tests.support.serving import uvicorn_serving
 from tests.support.threaded import in_thread
 
 BAD_INPUT_AGENT = "default/cat"
@@ -91,18 +92,8 @@ async def _bad_input_serving(root: Path, implementation: Implementation = "auto"
             access_log=False,
             http=http_protocol(settings.head_timeout_seconds, implementation=implementation),
         )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        try:
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.005)
-            port = server.servers[0].sockets[0].getsockname()[1]
+        async with uvicorn_serving(config) as port:
             yield BadInputIngress("127.0.0.1", port)
-        finally:
-            server.should_exit = True
-            await task
     finally:
         for runtime in runtimes.values():
             await runtime.stop()
@@ -224,23 +215,7 @@ def faults_listening_ports(pid: int) -> set[int]:
     return ports
 
 
-def faults_processes(uids: range | None = None, names: tuple[str, ...] = ()) -> dict[int, str]:
-    """Live (non-zombie) processes run by one of ``uids`` or named one of ``names``: pid → cmdline."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("State", "").strip().startswith("Z"):
-            continue
-        if (uids is not None and int(fields["Uid"].split()[0]) in uids) or fields["Name"].strip() in names:
-            found[int(entry)] = cmdline
-    return found
+faults_processes = live_processes
 
 
 def faults_wait_for(predicate: Any, timeout: float, what: str) -> Any:

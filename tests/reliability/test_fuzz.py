@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +30,7 @@ from tests.reliability.conftest import (
     BAD_INPUT_SANDBOX_UIDS,
     BadInputIngress,
 )
+from tests.support.processes import live_processes
 
 SECRET_NAME = "CLRK_RELIABILITY_FUZZ_API_KEY"
 SECRET = "sk-ant-fuzz-" + secrets.token_hex(16)
@@ -122,21 +122,8 @@ def _open_fds() -> int:
 
 
 def _agent_processes() -> list[int]:
-    """Live (non-zombie) processes running as the agents' uid."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("State", "").strip().startswith("Z"):
-            continue
-        if int(fields.get("Uid", "0").split()[0]) in BAD_INPUT_SANDBOX_UIDS:
-            found.append(int(entry))
-    return found
+    """Live (non-zombie) processes running as the agents' uids."""
+    return list(live_processes(BAD_INPUT_SANDBOX_UIDS))
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sys
@@ -20,7 +19,9 @@ from clrk_runtime.asgi import ShimApp
 from clrk_runtime.backends import bwrap_works
 from clrk_runtime.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
+from tests.support.processes import live_processes
 from tests.support.readable import agents_dir
+from tests.support.serving import uvicorn_serving
 
 AGENTS = agents_dir()
 SANDBOX_UID = 50000
@@ -62,20 +63,7 @@ def shim_root() -> Iterator[Path]:
 
 def sandbox_processes() -> list[int]:
     """Live (non-zombie) processes running as a sandbox uid."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("State", "").strip().startswith("Z"):
-            continue
-        if int(fields.get("Uid", "0").split()[0]) in SANDBOX_RANGE:
-            found.append(int(entry))
-    return found
+    return list(live_processes(SANDBOX_RANGE))
 
 
 def sandbox_dirs(runtime: AgentRuntime) -> list[Path]:
@@ -89,19 +77,11 @@ async def serving(settings: RuntimeSettings) -> AsyncIterator[tuple[httpx.AsyncC
     """The shim's real HTTP app under uvicorn on 127.0.0.1:0, and a client for it."""
     runtime = AgentRuntime(settings)
     config = uvicorn.Config(ShimApp(runtime), host="127.0.0.1", port=0, lifespan="on", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client, runtime
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        uvicorn_serving(config) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
+        yield client, runtime
 
 
 def settings_for(kind: str, root: Path, command: list[str], **fields: Any) -> RuntimeSettings:

@@ -42,7 +42,8 @@ def test_a_lock_dir_others_can_write_is_refused(tmp_path: Path) -> None:
 
 def test_the_range_must_hold_the_warm_pool_and_the_running_sandboxes() -> None:
     with pytest.raises(
-        ValidationError, match=r"sandbox_uids is 10: give at least warm_pool \+ max_concurrency \+ 1 \(21\)"
+        ValidationError,
+        match=r"sandbox_uids \(CLRK_SANDBOX_UIDS\) is 10: give at least warm_pool \+ max_concurrency \+ 1 \(21\)",
     ):
         RuntimeSettings(warm_pool=4, max_concurrency=16, sandbox_uids=10)
     assert RuntimeSettings(warm_pool=4, max_concurrency=16, sandbox_uids=21).sandbox_uids == 21

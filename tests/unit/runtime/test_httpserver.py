@@ -6,7 +6,6 @@ sockets; each test runs with h11 and, where it is installed, httptools.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import socket
@@ -24,6 +23,7 @@ from clrk_runtime.httpserver import BAD_REQUEST_MESSAGE, http_protocol, httptool
 from clrk_runtime.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
 from tests.support.rawhttp import READ_LIMIT, read_until_closed
+from tests.support.serving import uvicorn_serving
 from tests.support.threaded import in_thread
 
 HEAD_TIMEOUT = 0.3
@@ -63,17 +63,8 @@ async def _serving(implementation: str) -> AsyncIterator[Shim]:
     app = ShimApp(AgentRuntime(RuntimeSettings(command=["cat"])), lifespan=False)
     protocol = http_protocol(HEAD_TIMEOUT, invocation_ids=True, implementation=implementation)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="error", http=protocol)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.005)
-        yield Shim(server.servers[0].sockets[0].getsockname()[1])
-    finally:
-        server.should_exit = True
-        await task
+    async with uvicorn_serving(config) as port:
+        yield Shim(port)
 
 
 @pytest.fixture(scope="module", params=IMPLEMENTATIONS)
