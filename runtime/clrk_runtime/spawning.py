@@ -72,10 +72,6 @@ class Child:
         self.stdout = stdout
         self.stderr = stderr
 
-    @property
-    def returncode(self) -> int | None:
-        return self.exit_status.result() if self.exit_status.done() else None
-
     def close_pipes(self) -> None:
         """Close all three pipes (idempotent): unread output is dropped."""
         self.stdin.close()
