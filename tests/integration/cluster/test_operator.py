@@ -50,8 +50,9 @@ def test_operator_reconciles_a_kubectl_applied_agent(
         live = kube.read(*TA, "bot", namespace)
         assert live and ksvc["metadata"]["ownerReferences"][0]["uid"] == live["metadata"]["uid"]
         assert ksvc["metadata"]["labels"]["clrk.dev/apply-set"] == "gitops"
-        assert kube.read("v1", "Service", "clrk-bot", "clrk")
-        assert kube.read("v1", "ConfigMap", "clrk-ca", namespace)
+        # The operator applies its objects one by one: the Knative Service may come first.
+        assert eventually(lambda: kube.read("v1", "Service", "clrk-bot", "clrk"))
+        assert eventually(lambda: kube.read("v1", "ConfigMap", "clrk-ca", namespace))
 
         status = eventually(lambda: (kube.read(*TA, "bot", namespace) or {}).get("status", {}).get("conditions"))
         live = kube.read(*TA, "bot", namespace)
