@@ -13,12 +13,14 @@ help:
 install: $(STAMP)
 	@hack/system-deps.sh
 
-$(STAMP): pyproject.toml hack/find-python.sh
+$(STAMP): pyproject.toml runtime/pyproject.toml hack/find-python.sh
 	@py=$$(hack/find-python.sh) || exit 1; \
 	  [ -x $(BIN)/python ] || { echo "==> creating $(VENV) with $$py"; "$$py" -m venv $(VENV); }
-	@echo "==> installing clrk and its dev dependencies into $(VENV)"
+	@echo "==> installing clrk-runtime (runtime/), clrk and its dev dependencies into $(VENV)"
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e ./runtime -e '.[dev]'
+	@# An older venv's clrk owned the clrk-shim script: put it back if that uninstall took it.
+	@[ -x $(BIN)/clrk-shim ] || $(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall -e ./runtime
 	@# The Claude Code CLI comes inside the pinned claude-agent-sdk wheel; put it on the venv's PATH.
 	@ln -sf "$$($(BIN)/python -c 'import claude_agent_sdk, pathlib; print(pathlib.Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude")')" $(BIN)/claude
 	@$(BIN)/claude --version >/dev/null

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "runtime"))
 
 from tests.support.tlsca import TestCA  # noqa: E402
 
-from clrk_runtime.proxytokens import ProxyClaims, sign  # noqa: E402
+from clrk_runtime.protocol.tokens import ProxyClaims, sign  # noqa: E402
 
 KEY = b"bench-key"
 HOST = "api.anthropic.com"
@@ -59,7 +59,7 @@ import asyncio, logging, os, sys
 sys.path[:0] = {paths!r}
 os.sched_setaffinity(0, {{{cpu}}})
 from pathlib import Path
-from clrk.egress.config import AgentEgress, Budget, EgressConfig, Injection, SecretRef
+from clrk.api.egress import AgentEgress, Budget, EgressConfig, Injection, SecretRef
 from clrk.egress.gateway import EgressGateway
 from clrk.egress.secrets import StaticSecrets
 from clrk.egress.settings import EgressSettings

@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from clrk_runtime.sandboxing import bwrap_argv
+from clrk_runtime.sandbox.layouts import bwrap_argv
 
 BODY = json.dumps({"question": "what is the answer?", "context": "x" * 200}).encode()
 REQUEST = (

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system tools clrk runs (bubblewrap for sandboxes, socat to bridge the egress proxy
-# into them, jq for the jq-bot example) through apt-get when they are missing and we are root.
+# into them, jq for the jq-bot example, redis-server for the egress gateway's Redis budget store,
+# which the tests run against a real one) through apt-get when they are missing and we are root.
 # Idempotent: prints nothing and exits 0 when all are present.
 set -euo pipefail
-declare -A pkg=([bwrap]=bubblewrap [socat]=socat [jq]=jq)
+declare -A pkg=([bwrap]=bubblewrap [socat]=socat [jq]=jq [redis-server]=redis-server)
 missing=()
 for tool in "${!pkg[@]}"; do command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg[$tool]}"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -1,46 +1,20 @@
 """The shim's one settings object, read from ``CLRK_*`` variables (and Knative's ``PORT``).
 
-Built once in :func:`clrk_runtime.main.main` (or by whoever composes :class:`AgentRuntime`
+Built once in :func:`clrk_runtime.server.main.main` (or by whoever composes :class:`AgentRuntime`
 in-process) and passed down; nothing below reads ``os.environ``.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["RuntimeSettings", "parse_duration"]
+from clrk_runtime.protocol.durations import MAX_TIMEOUT_S, parse_duration
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: str | float | int) -> float:
-    """Seconds in ``value``: a number, or a Go-style duration such as ``100s``, ``1m30s``."""
-    if isinstance(value, int | float):
-        return float(value)
-    text = value.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 100s, 1m30s, 250ms)")
-    return total
-
-
-MAX_TIMEOUT_S = 600.0
-"""The longest an invocation may run (a TaskAgent's ``spec.timeout`` is capped the same)."""
+__all__ = ["RuntimeSettings"]
 
 
 class RuntimeSettings(BaseSettings):
@@ -55,6 +29,8 @@ class RuntimeSettings(BaseSettings):
     port: int = Field(8080, validation_alias=AliasChoices("port", "CLRK_PORT", "PORT"))
     """TCP port to listen on; Knative's ``PORT`` is honoured too."""
     host: str = "0.0.0.0"  # noqa: S104 - a pod's server listens on all interfaces
+    server: Literal["clrk", "functions-framework"] = "clrk"
+    """The HTTP app in front of the runtime: clrk's own (leanest), or functions-framework's."""
     timeout: float = 100.0
     """Seconds one invocation may run (``spec.timeout``; accepts ``100s``, ``1m``)."""
     warm_pool: int = Field(0, ge=0)

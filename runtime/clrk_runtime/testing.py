@@ -7,8 +7,10 @@
         assert result.status == 200
         assert result.json() == {"answer": "hi"}
 
-Real sandboxes and real processes, no HTTP server: the same :class:`AgentRuntime` that
-``clrk-shim`` serves. Inside a running event loop use :func:`ainvoke`.
+Real sandboxes and real processes, and the very path a request takes in ``clrk-shim`` from the
+moment its HTTP server has parsed it: the same app, the same envelope builder, the same
+:class:`AgentRuntime`; only the socket is left out. Inside a running event loop use
+:func:`ainvoke`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clrk_runtime.invoking import AGENT_LOGGER
-from clrk_runtime.outcomes import INVOCATION_HEADER
-from clrk_runtime.runtime import AgentRuntime
+from clrk_runtime.invocation.running import AGENT_LOGGER
+from clrk_runtime.protocol.headers import INVOCATION_HEADER
+from clrk_runtime.server.app import Message, ShimApp
+from clrk_runtime.service.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
 
 __all__ = ["Result", "ainvoke", "invoke"]
@@ -78,9 +81,15 @@ async def ainvoke(
     level = logger.level
     logger.addHandler(capture)
     logger.setLevel(logging.INFO)
+    raw_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request_headers.items()]
+    raw_headers.append((b"content-length", str(len(body)).encode()))
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
     try:
         async with AgentRuntime(settings) as runtime:
-            response = await runtime.handle(request_headers, body)
+            response = await ShimApp(runtime, lifespan=False).respond("POST", "/", raw_headers, receive)
     finally:
         logger.removeHandler(capture)
         logger.setLevel(level)

@@ -3,12 +3,12 @@
 Each row of the table is one request (or one connection's worth of pipelined requests), the
 answers it must get, in order, and whether the server must close the connection. After every row
 the ingress must still answer a good request with 200: bad input never breaks it. The agent
-behind the ingress is a real shim running ``cat`` (see ``conftest.py``).
+behind the ingress is a real shim running ``cat`` (see ``tests/support/bad_input.py``).
 
 Every rejection is the platform's JSON error (``{"error": {"type", "message"}}``). Requests that
 HTTP itself can frame reach the ingress app. Requests that cannot be framed at all (bare CR or NUL
 in a header, a header too big to buffer, malformed Content-Length or chunking) are refused by the
-HTTP server's protocol class (``clrk_runtime.httpserver``) before any app runs: 400
+HTTP server's protocol class (``clrk_runtime.server.protocols``) before any app runs: 400
 ``bad_request``, connection closed. A request head that does not arrive whole within the head
 timeout gets 408 ``request_timeout`` (or, when not one byte came, the connection is just closed).
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from clrk_runtime.httpserver import httptools_installed
-from tests.reliability.conftest import (
+from clrk_runtime.server.protocols import httptools_installed
+from tests.support.bad_input import (
     BAD_INPUT_AGENT,
     BAD_INPUT_BODY_TIMEOUT,
     BAD_INPUT_ENV_AGENT,

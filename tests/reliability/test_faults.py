@@ -21,10 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from clrk_runtime.backends import bwrap_works
-from clrk_runtime.runtime import AgentRuntime
+from clrk_runtime.sandbox.backends import bwrap_works
+from clrk_runtime.service.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
-from tests.reliability.conftest import (
+from tests.support.fake_anthropic import Behaviour
+from tests.support.faults import (
     FAULTS_DEV_UIDS,
     FAULTS_SHIM_UIDS,
     FaultsDev,
@@ -33,7 +34,6 @@ from tests.reliability.conftest import (
     faults_processes,
     faults_wait_for,
 )
-from tests.support.fake_anthropic import Behaviour
 
 HAS_BWRAP = bwrap_works(FAULTS_SHIM_UIDS.start, FAULTS_SHIM_UIDS.start, os.geteuid() == 0)
 needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason="bubblewrap does not work on this host")

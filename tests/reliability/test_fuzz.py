@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.conftest import (
+from tests.support.bad_input import (
     BAD_INPUT_AGENT,
     BAD_INPUT_ENV_AGENT,
     BAD_INPUT_MAX_BODY,

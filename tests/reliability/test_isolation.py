@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clrk_runtime.backends import bwrap_works
-from tests.reliability.conftest import (
+from clrk_runtime.sandbox.backends import bwrap_works
+from tests.support.faults import (
     FAULTS_DEV_UIDS,
     FaultsDev,
     faults_dev,

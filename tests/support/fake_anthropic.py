@@ -1,9 +1,11 @@
 """A fake Anthropic Messages API: a real TLS server on 127.0.0.1, port 0, for tests and benches.
 
 It speaks HTTP/1.1 (h11), serves ``api.anthropic.com`` with a leaf of :mod:`tests.support.tlsca`,
-records every request, and answers ``POST /v1/messages`` the way the Claude CLI expects (see
-``reference/claude-code-cli.md``): SSE when the body says ``"stream": true``, JSON otherwise, a
-``tool_use`` block for the tool whose name contains ``StructuredOutput``. Behaviour is set by
+records every request, and answers ``POST /v1/messages`` the way the Claude CLI expects (the
+shapes of Anthropic's Messages API and its "Streaming Messages" documentation, as the pinned CLI
+was seen calling them in tests/integration/egress/test_claude_cli.py): SSE when the body says
+``"stream": true``, JSON otherwise, a ``tool_use`` block for the tool whose name contains
+``StructuredOutput``. Behaviour is set by
 mutating :attr:`FakeAnthropic.behaviour` between calls::
 
     async with FakeAnthropic(leaf) as fake:

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from clrk.cli.options import settings_from
+from clrk.dev.settings import DevSettings
+
 REPO = Path(__file__).resolve().parents[2]
 JQ_BOT = REPO / "examples" / "jq-bot" / "manifests"
 
@@ -79,3 +82,20 @@ def test_crds_and_version() -> None:
         "Caller",
     }
     assert clrk("version").stdout.strip() == "0.1.0"
+
+
+def test_only_the_options_given_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLRK_PORT", "9000")
+    monkeypatch.setenv("CLRK_HOST", "10.0.0.1")
+    monkeypatch.setenv("CLRK_AUTH", "keys")
+    settings = settings_from(DevSettings, host="127.0.0.2", port=None, auth=None)
+    assert (settings.host, settings.port, settings.auth) == ("127.0.0.2", 9000, "keys")
+    monkeypatch.delenv("CLRK_AUTH")
+    assert settings_from(DevSettings, auth=None).auth == "auto", "left out, and no variable: the default"
+
+
+def test_a_falsy_option_given_still_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLRK_PORT", "9000")
+    monkeypatch.setenv("CLRK_SECRETS", '["a=B:c"]')
+    settings = settings_from(DevSettings, apply=["m"], port=0, secrets=[])
+    assert (settings.port, settings.secrets) == (0, [])

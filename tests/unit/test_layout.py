@@ -1,5 +1,5 @@
-"""The repository's shape: platform/ and runtime/ are folders, never packages, and the wheel
-holds exactly clrk and clrk_runtime."""
+"""The repository's shape: platform/ and runtime/ are folders, never packages; clrk's wheel holds
+clrk alone and depends on clrk-runtime (its own distribution) at the same version."""
 
 from __future__ import annotations
 
@@ -52,11 +52,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_wheel_top_level_packages(wheel: Path) -> None:
-    names = zipfile.ZipFile(wheel).namelist()
+    archive = zipfile.ZipFile(wheel)
+    names = archive.namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert top == {"clrk", "clrk_runtime"}
+    assert top == {"clrk"}, "clrk_runtime is its own distribution (runtime/pyproject.toml)"
     assert "clrk/_templates/README.md" in names, "templates ship as package data"
-    assert "clrk_runtime/proxytokens.py" in names
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    text = archive.read(metadata).decode()
+    version = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("Version: "))
+    assert f"Requires-Dist: clrk-runtime=={version}" in text.splitlines()
 
 
 def test_runtime_never_imports_clrk() -> None:

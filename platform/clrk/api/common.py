@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from clrk_runtime.settings import parse_duration as parse_seconds
+from clrk_runtime.protocol.durations import parse_duration as parse_seconds
 
 __all__ = [
     "API_GROUP",

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from clrk.api.common import DNS_LABEL_RULE, Duration, ObjectMeta, Resource, Spec, is_dns_label
-from clrk_runtime.settings import MAX_TIMEOUT_S
+from clrk_runtime.protocol.durations import MAX_TIMEOUT_S
 
 __all__ = [
     "ANNOTATION_BUILD_CONTEXT",

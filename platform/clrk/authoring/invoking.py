@@ -17,8 +17,9 @@ from typing import IO, Any
 import httpx
 
 from clrk.api.common import DNS_LABEL_RULE, is_dns_label
-from clrk.dev import TRACES_PATH
 from clrk.errors import ClrkError
+from clrk_runtime.protocol.headers import AGENT_HEADER, INVOCATION_HEADER
+from clrk_runtime.protocol.routes import TRACES_PATH
 
 __all__ = [
     "AGENT_HEADER",
@@ -42,9 +43,6 @@ __all__ = [
     "token_usage",
 ]
 
-AGENT_HEADER = "X-Clrk-TaskAgent"
-INVOCATION_HEADER = "X-Clrk-Invocation-Id"
-"""Where ``clrk dev`` serves its recent spans (see :mod:`clrk.dev.running`)."""
 DEFAULT_URL = "http://127.0.0.1:18080"
 _USAGE_KEYS = {"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"}
 TIMEOUT = httpx.Timeout(630.0, connect=10.0)

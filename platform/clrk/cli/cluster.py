@@ -7,11 +7,12 @@ every other command quick to start."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
 
 from clrk.cli.manifests import PathsOption, _load, dump_yaml
+from clrk.cli.options import settings_from
 from clrk.errors import SpecError
 from clrk.manifests.loading import STDIN, load_documents
 
@@ -175,7 +176,6 @@ def ingress(
     from clrk.egress.secrets import DirectorySecrets
     from clrk.ingress import IngressSettings
 
-    given: dict[str, Any] = {"host": host, "port": port, "auth": auth}
-    settings = IngressSettings(**{k: v for k, v in given.items() if v is not None})
+    settings = settings_from(IngressSettings, host=host, port=port, auth=auth)
     secrets = DirectorySecrets(secrets_dir) if secrets_dir else None
     asyncio.run(serve_ingress(settings, connect(kubeconfig, context), secrets, interval))

@@ -7,16 +7,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import httpx
 import typer
 
-from clrk.dev import TRACES_PATH
+from clrk.cli.options import settings_from
 from clrk.dev.doctor import check, requirements
 from clrk.dev.settings import DevSettings
 from clrk.errors import ClrkError
 from clrk.manifests import load_bundle
+from clrk_runtime.protocol.routes import TRACES_PATH
 
 
 def agent_path() -> str:
@@ -53,19 +54,19 @@ def dev(
     no_tui: Annotated[bool, typer.Option("--no-tui", help="Plain log lines even on a terminal.")] = False,
 ) -> None:
     """Serve agents on this machine: ingress, one sandbox per request, the egress gateway."""
-    given: dict[str, Any] = {
-        "apply": apply,
-        "secrets": secret,
-        "port": port,
-        "host": host,
-        "auth": auth,
-        "state_dir": state_dir,
-        "sandbox": sandbox,
-        "egress_upstreams": egress_upstream,
-        "egress_upstream_ca": egress_upstream_ca,
-        "agent_path": agent_path(),
-    }
-    settings = DevSettings(**{k: v for k, v in given.items() if v is not None})
+    settings = settings_from(
+        DevSettings,
+        apply=apply,
+        secrets=secret,
+        port=port,
+        host=host,
+        auth=auth,
+        state_dir=state_dir,
+        sandbox=sandbox,
+        egress_upstreams=egress_upstream,
+        egress_upstream_ca=egress_upstream_ca,
+        agent_path=agent_path(),
+    )
     from clrk.dev.running import run_dev  # the gateway (mitmproxy) is heavy: import it only here
 
     asyncio.run(run_dev(settings, os.environ, tui=sys.stdout.isatty() and not no_tui))

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from opentelemetry import trace
 
+from clrk.cli.options import settings_from
 from clrk.egress.secrets import StaticSecrets
 from clrk.egress.settings import EgressSettings, parse_hostport
 from clrk.telemetry.redaction import SecretScrubber
@@ -37,18 +38,19 @@ def egress(
     upstream_ca: Annotated[Path | None, typer.Option("--egress-upstream-ca", help="Extra CA for upstream TLS.")] = None,
 ) -> None:
     """Run the egress gateway: allow-lists, key injection, token budgets, model-call spans."""
-    given: dict[str, Any] = {
-        "egress_config_file": config,
-        "state_dir": state_dir,
-        "egress_secrets_dir": secrets_dir,
-        "egress_token_key_file": token_key_file,
-        "egress_redis_url": redis_url,
-        "egress_upstreams": upstream or None,
-        "egress_upstream_ca": upstream_ca,
-    }
-    if listen is not None:
-        given["egress_listen_host"], given["egress_listen_port"] = parse_hostport(listen, "--listen")
-    settings = EgressSettings(**{k: v for k, v in given.items() if v is not None})
+    listen_host, listen_port = parse_hostport(listen, "--listen") if listen is not None else (None, None)
+    settings = settings_from(
+        EgressSettings,
+        egress_config_file=config,
+        egress_listen_host=listen_host,
+        egress_listen_port=listen_port,
+        state_dir=state_dir,
+        egress_secrets_dir=secrets_dir,
+        egress_token_key_file=token_key_file,
+        egress_redis_url=redis_url,
+        egress_upstreams=upstream or None,
+        egress_upstream_ca=upstream_ca,
+    )
     from clrk.egress.serving import make_secrets, serve  # mitmproxy is heavy: import it only here
 
     secrets = make_secrets(settings, secret or [], os.environ)

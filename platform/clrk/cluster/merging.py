@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clrk.egress.config import EgressConfig
+from clrk.api.egress import EgressConfig
 from clrk.manifests.policies import EGRESS_CONFIG_LABEL, SYSTEM_NAMESPACE
 
 __all__ = ["MERGED_CONFIGMAP", "merged_egress_config", "selector"]

@@ -17,12 +17,12 @@ import uvicorn
 from pydantic import ValidationError
 
 from clrk.api import Caller, TaskAgent
+from clrk.api.egress import SecretRef
 from clrk.cluster.connecting import Cluster
-from clrk.egress.config import SecretRef
 from clrk.egress.secrets import SecretSource
 from clrk.errors import ClusterError
 from clrk.ingress import AgentTarget, CallerKey, CallerKeys, HttpForwarder, IngressSettings, caller_key, create_app
-from clrk_runtime.httpserver import http_protocol
+from clrk_runtime.server.protocols import http_protocol
 
 __all__ = ["routing_table", "serve_ingress"]
 

@@ -15,13 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clrk.dev import TRACES_PATH
 from clrk.dev.logs import PLAIN_FORMAT, LogBuffer
 from clrk.dev.serving import DevServer
 from clrk.dev.settings import DevSettings
 from clrk.ingress import InvocationRecord
 from clrk.telemetry.redaction import SecretScrubber
 from clrk.telemetry.spans import SpanStore, configure_tracing, span_to_dict
+from clrk_runtime.protocol.routes import TRACES_PATH
 
 __all__ = ["run_dev", "traces_route"]
 

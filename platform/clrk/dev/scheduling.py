@@ -20,7 +20,7 @@ from croniter import croniter
 from uuid6 import uuid7
 
 from clrk.api.schedules import TaskSchedule
-from clrk.ingress import AGENT_HEADER
+from clrk_runtime.protocol.headers import AGENT_HEADER
 
 __all__ = ["SCHEDULE_EVENT_TYPE", "Scheduler", "next_run", "schedule_request"]
 

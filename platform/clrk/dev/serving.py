@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,12 +24,12 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from clrk.api import Caller
+from clrk.api.egress import SecretRef
 from clrk.dev.agents import copy_binds, runtime_settings
 from clrk.dev.doctor import check, requirements
 from clrk.dev.scheduling import Scheduler
 from clrk.dev.settings import DevSettings
 from clrk.dev.staging import Stage, stage_bundle
-from clrk.egress.config import SecretRef
 from clrk.egress.gateway import EgressGateway
 from clrk.egress.secrets import StaticSecrets, secrets_from_specs
 from clrk.egress.settings import EgressSettings
@@ -45,9 +46,9 @@ from clrk.ingress import (
     key_digest,
 )
 from clrk.manifests import Bundle, egress_config, load_bundle
-from clrk_runtime.asgi import ShimApp
-from clrk_runtime.httpserver import http_protocol
-from clrk_runtime.runtime import AgentRuntime
+from clrk_runtime.server.app import ShimApp
+from clrk_runtime.server.protocols import http_protocol
+from clrk_runtime.service.runtime import AgentRuntime
 
 __all__ = ["DevServer", "missing_tools"]
 
@@ -55,11 +56,34 @@ log = logging.getLogger("clrk.dev")
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: ``clrk dev`` owns shutdown."""
+    """uvicorn without its own signal handling (``clrk dev`` owns shutdown) that says when its
+    startup is over, and keeps the reason when it could not listen rather than exiting the process."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.startup_over = asyncio.Event()
+        """Set once it listens (``started``), or once it has given up or ended before that."""
+        self.failure: BaseException | None = None
+        """Why it could not listen, when it could not."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().serve(sockets)
+        finally:
+            self.startup_over.set()  # also when it ended before its startup did
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        except SystemExit as exc:  # uvicorn's answer to a port it cannot bind (it logged why)
+            self.failure = exc.__context__ or exc
+            self.should_exit = True  # so serve() returns without its main loop
+        finally:
+            self.startup_over.set()
 
 
 def missing_tools(bundle: Bundle, path: str) -> list[str]:
@@ -110,6 +134,8 @@ class DevServer:
     _app: Starlette | None = None
     _scheduler: Scheduler | None = None
     _stage: Stage | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self._forwarder = InProcessForwarder(saturated=self._saturated)
@@ -172,6 +198,7 @@ class DevServer:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         settings = self.settings
+        self._stopping.clear()
         self._secrets = secrets_from_specs(settings.secrets, self.environ)
         bundle = self.load()
         egress_settings = EgressSettings.model_validate(
@@ -208,14 +235,14 @@ class DevServer:
                 access_log=False,
                 http=http_protocol(ingress.head_timeout_seconds),
             )
-            self._server = _Server(config)
-            self._serving = asyncio.create_task(self._server.serve())
-            while not self._server.started:
-                if self._serving.done():
-                    self._serving.result()
-                    raise ClrkError(f"cannot listen on {settings.host}:{settings.port}")
-                await asyncio.sleep(0.01)
-            self.port = self._server.servers[0].sockets[0].getsockname()[1]
+            self._server = server = _Server(config)
+            self._serving = asyncio.create_task(server.serve())
+            await server.startup_over.wait()
+            if not server.started:
+                serving, self._server, self._serving = self._serving, None, None
+                await serving  # raises what ended it, if something did
+                raise ClrkError(f"cannot listen on {settings.host}:{settings.port}: {server.failure}")
+            self.port = server.servers[0].sockets[0].getsockname()[1]
         except BaseException:
             await self.stop()
             raise
@@ -279,45 +306,57 @@ class DevServer:
 
     async def reload_if_changed(self) -> bool:
         """Reload when a manifest or Dockerfile changed; keep serving the old set on errors."""
-        snapshot = self._snapshot()
-        if snapshot == self._mtimes:
-            return False
-        self._mtimes = snapshot
-        try:
-            bundle = self.load()
-            await self._serve_agents(bundle)
-        except ClrkError as exc:
-            log.error("reload failed, still serving the previous manifests: %s", exc)
-            return False
-        assert self.egress is not None
-        self.egress.update_config(egress_config(bundle.manifests))
-        if self._scheduler is not None:
-            self._scheduler.replace(bundle.manifests.schedules)
-        log.info("reloaded: %s", ", ".join(sorted(self.runtimes)))
-        return True
+        async with self._reloading:
+            if self._stopping.is_set():
+                return False
+            snapshot = self._snapshot()
+            if snapshot == self._mtimes:
+                return False
+            self._mtimes = snapshot
+            try:
+                bundle = self.load()
+                await self._serve_agents(bundle)
+            except ClrkError as exc:
+                log.error("reload failed, still serving the previous manifests: %s", exc)
+                return False
+            assert self.egress is not None
+            self.egress.update_config(egress_config(bundle.manifests))
+            if self._scheduler is not None:
+                self._scheduler.replace(bundle.manifests.schedules)
+            log.info("reloaded: %s", ", ".join(sorted(self.runtimes)))
+            return True
 
     async def watch(self) -> None:
+        """Check the files for changes every ``reload_interval`` seconds (a poll: it needs no
+        inotify and sees edits on any filesystem) until :meth:`stop`, when it returns at once."""
         while True:
-            await asyncio.sleep(self.settings.reload_interval)
-            await self.reload_if_changed()
+            try:
+                async with asyncio.timeout(self.settings.reload_interval):
+                    await self._stopping.wait()
+                return
+            except TimeoutError:
+                await self.reload_if_changed()
 
     async def stop(self) -> None:
-        """Stop taking requests, let in-flight invocations finish, then stop every piece."""
-        if self._scheduler is not None:
-            self._scheduler.stop()
-        if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
-            await self._serving
-            self._server = self._serving = None
-        runtimes, self.runtimes = self.runtimes, {}
-        await asyncio.gather(*(r.stop() for r in runtimes.values()), return_exceptions=True)
-        if self._stage is not None:
-            self._stage.remove()
-            self._stage = None
-        await self._forwarder.aclose()
-        if self.egress is not None:
-            await self.egress.stop()
-            self.egress = None
+        """Stop taking requests, let in-flight invocations finish, then stop every piece. A reload
+        under way finishes first (it starts shims too); :meth:`watch` returns and none starts."""
+        self._stopping.set()
+        async with self._reloading:
+            if self._scheduler is not None:
+                self._scheduler.stop()
+            if self._server is not None and self._serving is not None:
+                self._server.should_exit = True
+                await self._serving
+                self._server = self._serving = None
+            runtimes, self.runtimes = self.runtimes, {}
+            await asyncio.gather(*(r.stop() for r in runtimes.values()), return_exceptions=True)
+            if self._stage is not None:
+                self._stage.remove()
+                self._stage = None
+            await self._forwarder.aclose()
+            if self.egress is not None:
+                await self.egress.stop()
+                self.egress = None
 
     def secret_values(self) -> list[str]:
         """Every secret value this process holds, so log filters can scrub them."""

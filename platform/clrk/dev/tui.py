@@ -45,7 +45,7 @@ class DevApp(App[None]):
     def __init__(self, server: DevServer, store: SpanStore, logs: LogBuffer, banner: list[str]) -> None:
         super().__init__()
         self.server, self.store, self.log_buffer, self.banner = server, store, logs, banner
-        self._seen_logs = 0
+        self._log_cursor = 0  # the last log line shown, as LogBuffer numbers them
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -119,8 +119,7 @@ class DevApp(App[None]):
                 json.dumps(spans[0]["attributes"], indent=None, sort_keys=True)
             )
         log = self.query_one("#logs", RichLog)
-        new = self.log_buffer.since(self._seen_logs)
-        self._seen_logs += len(new)
+        new, self._log_cursor = self.log_buffer.since(self._log_cursor)
         for line in new:
             log.write(line)
 

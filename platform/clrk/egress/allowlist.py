@@ -16,7 +16,7 @@ import weakref
 
 from mitmproxy import connection, http
 
-from clrk.egress.config import EgressConfig
+from clrk.api.egress import EgressConfig
 from clrk.egress.denials import forbidden
 from clrk.egress.identity import CLAIMS
 

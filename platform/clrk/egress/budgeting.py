@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from mitmproxy import http
 
+from clrk.api.egress import EgressConfig
 from clrk.egress.budgets import BudgetExhausted, BudgetStore, Reservation, estimate_tokens
-from clrk.egress.config import EgressConfig
 from clrk.egress.denials import budget_exceeded
 from clrk.egress.usage import CALL, ModelCall
 

@@ -10,18 +10,22 @@ work per call stays constant however many calls the window holds.
 
 Backends: :class:`SqliteBudgets` (one process or one machine; a file under the state directory,
 so counters survive a restart) and :class:`~clrk.egress.redis_budgets.RedisBudgets` (several
-gateway replicas).
+gateway replicas). Both are asynchronous all the way: a budget check never blocks the event loop
+the gateway shares with everything else ``clrk dev`` serves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from clrk.egress.config import Budget
+from clrk.api.egress import Budget
 from clrk.egress.messages import ModelRequest
 
 __all__ = [
@@ -96,21 +100,59 @@ class BudgetStore(Protocol):
 
 
 class SqliteBudgets:
-    """Counters in SQLite (WAL): atomic across the event loop and across processes on one host."""
+    """Counters in SQLite (WAL): atomic across the event loop and across processes on one host.
+
+    sqlite3 blocks: a query waits up to :attr:`BUSY_TIMEOUT_MS` for another process's write lock.
+    So every query runs in one worker thread of this store's own, which alone opens and uses the
+    connection (sqlite3's ``check_same_thread`` stays on to prove it); the loop only awaits.
+    Queries queue in order behind that thread instead of taking threads from the loop's default
+    executor (which mitmproxy needs for DNS). A call cancelled while its query runs still
+    completes in the thread: a reservation nobody settles keeps its estimate, never undercounting.
+    """
+
+    BUSY_TIMEOUT_MS = 5000
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS buckets (agent TEXT NOT NULL, start REAL NOT NULL,"
-            " tokens INTEGER NOT NULL, PRIMARY KEY (agent, start)) WITHOUT ROWID"
-        )
+        """Opens nothing yet: the worker opens ``path`` on the first query; :meth:`open` does it now."""
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrk-budgets")
 
-    def _buckets(self, agent: str, gone: float) -> list[tuple[float, int]]:
-        rows = self._db.execute(
+    @classmethod
+    async def open(cls, path: Path) -> SqliteBudgets:
+        """A store whose file is open (and readable by the owner only), so errors surface here."""
+        store = cls(path)
+        await store._run(lambda db: None)
+        return store
+
+    def _connect(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            self._path.chmod(0o600)
+            db.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS buckets (agent TEXT NOT NULL, start REAL NOT NULL,"
+                " tokens INTEGER NOT NULL, PRIMARY KEY (agent, start)) WITHOUT ROWID"
+            )
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    async def _run[T](self, query: Callable[[sqlite3.Connection], T]) -> T:
+        def in_worker() -> T:
+            if self._db is None:
+                self._db = self._connect()
+            return query(self._db)
+
+        return await asyncio.get_running_loop().run_in_executor(self._worker, in_worker)
+
+    @staticmethod
+    def _buckets(db: sqlite3.Connection, agent: str, gone: float) -> list[tuple[float, int]]:
+        rows = db.execute(
             "SELECT start, tokens FROM buckets WHERE agent = ? AND start > ? ORDER BY start",
             (agent, gone),
         ).fetchall()
@@ -118,33 +160,50 @@ class SqliteBudgets:
 
     async def reserve(self, agent: str, tokens: int, budget: Budget, now: float) -> Reservation:
         start, gone = bucket_of(now, budget)
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute("DELETE FROM buckets WHERE agent = ? AND start <= ?", (agent, gone))
-            buckets = self._buckets(agent, gone)
-            if sum(t for _, t in buckets) + tokens > budget.tokens:
-                raise BudgetExhausted(agent, retry_after(buckets, tokens, budget, now))
-            self._db.execute(
-                "INSERT INTO buckets (agent, start, tokens) VALUES (?, ?, ?)"
-                " ON CONFLICT (agent, start) DO UPDATE SET tokens = tokens + excluded.tokens",
-                (agent, start, tokens),
-            )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-        return Reservation(agent, start, tokens)
+
+        def reserve(db: sqlite3.Connection) -> Reservation:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM buckets WHERE agent = ? AND start <= ?", (agent, gone))
+                buckets = self._buckets(db, agent, gone)
+                if sum(t for _, t in buckets) + tokens > budget.tokens:
+                    raise BudgetExhausted(agent, retry_after(buckets, tokens, budget, now))
+                db.execute(
+                    "INSERT INTO buckets (agent, start, tokens) VALUES (?, ?, ?)"
+                    " ON CONFLICT (agent, start) DO UPDATE SET tokens = tokens + excluded.tokens",
+                    (agent, start, tokens),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return Reservation(agent, start, tokens)
+
+        return await self._run(reserve)
 
     async def settle(self, reservation: Reservation, tokens: int) -> None:
-        if tokens != reservation.tokens:
-            self._db.execute(
+        if tokens == reservation.tokens:
+            return
+        await self._run(
+            lambda db: db.execute(
                 "UPDATE buckets SET tokens = MAX(0, tokens + ?) WHERE agent = ? AND start = ?",
                 (tokens - reservation.tokens, reservation.agent, reservation.bucket),
             )
+        )
 
     async def used(self, agent: str, budget: Budget, now: float) -> int:
         _, gone = bucket_of(now, budget)
-        return sum(t for _, t in self._buckets(agent, gone))
+        return await self._run(lambda db: sum(t for _, t in self._buckets(db, agent, gone)))
 
     async def close(self) -> None:
-        self._db.close()
+        """Close the connection in its thread (after queued queries), then let the thread end."""
+
+        def close() -> None:
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._worker, close)
+        finally:
+            self._worker.shutdown(wait=False)

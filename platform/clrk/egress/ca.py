@@ -9,6 +9,12 @@ Layout under ``<state_dir>/egress``::
     upstream-trust.pem       0644: system CAs plus ``--egress-upstream-ca``, only when one is given
 
 The CA is created on first start and reused after; nothing here is secret but ``ca/``.
+
+A CA can also be given in advance: put mitmproxy's ``mitmproxy-ca.pem`` (key and certificate)
+and ``mitmproxy-ca-cert.pem`` into ``ca/`` before the first start, and :func:`ensure_ca` uses
+them as they are. A cluster does so (an init container copies Secret ``clrk-ca-key`` there, see
+``platform/config/egress.yaml``), and the tests share one CA per session that way instead of
+generating a key for every gateway.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The gateway's own answers: 407, 403 and 429, always at once and always with a JSON body.
 
 Pure builders of :class:`mitmproxy.http.Response`. Denials are answered, never dropped: the
-Claude CLI stalls for seconds on a dropped connection. No body ever carries a credential.
+Claude CLI stalls for seconds on a dropped connection. No body ever carries a credential. 407 and
+403 carry the platform's one error body (:mod:`clrk_runtime.protocol.errors`); 429 is shaped like
+the provider's own ``rate_limit_error``, so that its clients back off the usual way.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 from typing import Any
 
 from mitmproxy import http
+
+from clrk_runtime.protocol.errors import error_document
 
 __all__ = ["REALM", "budget_exceeded", "forbidden", "proxy_auth_required"]
 
@@ -30,22 +34,15 @@ def proxy_auth_required(reason: str) -> http.Response:
     """407: the request carried no valid proxy credentials for an invocation."""
     return _json(
         407,
-        {"error": {"type": "proxy_authentication_required", "message": reason}},
+        error_document("proxy_authentication_required", reason),
         {"proxy-authenticate": f'Basic realm="{REALM}"'},
     )
 
 
 def forbidden(host: str, agent: str, reason: str, invocation_id: str = "") -> http.Response:
     """403 naming the host and the agent, for CONNECT and plain HTTP alike."""
-    error: dict[str, str] = {
-        "type": "egress_denied",
-        "message": f"egress to {host} is not allowed for agent {agent or '?'}: {reason}",
-        "host": host,
-        "agent": agent,
-    }
-    if invocation_id:
-        error["invocationId"] = invocation_id
-    return _json(403, {"error": error})
+    message = f"egress to {host} is not allowed for agent {agent or '?'}: {reason}"
+    return _json(403, error_document("egress_denied", message, invocation_id, host=host, agent=agent))
 
 
 def budget_exceeded(agent: str, retry_after_s: float) -> http.Response:

@@ -3,7 +3,7 @@
 ::
 
     gateway = EgressGateway(settings, config, secrets)
-    port = await gateway.start()        # CA + bundle under <state_dir>/egress, then listen
+    port = await gateway.start()        # CA (made once, or given) + bundle under <state_dir>/egress
     gateway.update_config(new_config)   # reloads: allow-lists, injections, budgets
     gateway.revoke(invocation_id)       # credentials die with the invocation
     gateway.usage.calls(invocation_id)  # model calls seen, tokens and all
@@ -12,6 +12,10 @@
 The addon chain, in order (each one concern, in the shape of mitmproxy's own addons):
 identity → allow-list → accounting → budget → tracing → injection, plus the upstream seam.
 mitmproxy keeps process-wide state (``mitmproxy.ctx``), so run one gateway per process.
+
+Nothing here blocks the event loop it shares with ``clrk dev``'s other servers: the budget store
+queries off the loop (:class:`~clrk.egress.budgets.SqliteBudgets`), and :meth:`EgressGateway.stop`
+waits on mitmproxy's own connection bookkeeping rather than polling it.
 """
 
 from __future__ import annotations
@@ -20,18 +24,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from opentelemetry import trace
 
+from clrk.api.egress import EgressConfig
 from clrk.egress._mitm import master, next_layer, options, proxyserver, tlsconfig
 from clrk.egress.accounting import Accounting
 from clrk.egress.allowlist import AllowList
 from clrk.egress.budgeting import BudgetGuard
 from clrk.egress.budgets import BudgetStore, SqliteBudgets
 from clrk.egress.ca import CaFiles, ensure_ca, write_trust_bundle
-from clrk.egress.config import EgressConfig
 from clrk.egress.identity import ProxyIdentity
 from clrk.egress.injection import CredentialInjector
 from clrk.egress.secrets import SecretSource
@@ -46,8 +50,8 @@ __all__ = ["EgressGateway"]
 log = logging.getLogger(__name__)
 
 
-def _untyped(factory: Any) -> Any:
-    return factory()
+_CLOSE_TIMEOUT_S = 0.5
+"""How long :meth:`EgressGateway.stop` lets closed connections wind down before it moves on."""
 
 
 class _Ready:
@@ -58,6 +62,39 @@ class _Ready:
 
     def running(self) -> None:
         self.event.set()
+
+
+class _Proxyserver(proxyserver.Proxyserver):
+    """mitmproxy's proxy server addon, which also tells when its last connection has ended.
+
+    mitmproxy's servers register every client connection with the manager for the connection's
+    whole life (``register_connection``, part of the ``ServerManager`` protocol in
+    ``mitmproxy.proxy.mode_servers``); :attr:`idle` is set whenever none is left, so stopping
+    waits on an event instead of polling ``connections``.
+    """
+
+    name = "proxyserver"  # what mitmproxy's own code looks it up by
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # mitmproxy leaves it unannotated
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @contextlib.contextmanager
+    def register_connection(self, connection_id: tuple[Any, ...] | str, handler: Any) -> Iterator[None]:
+        self.idle.clear()
+        try:
+            with super().register_connection(connection_id, handler):
+                yield
+        finally:
+            if not self.connections:
+                self.idle.set()
+
+
+class _TakesConfig(Protocol):
+    """An addon that reads the :class:`EgressConfig` on every request (reloads swap it)."""
+
+    config: EgressConfig
 
 
 class EgressGateway:
@@ -85,7 +122,8 @@ class EgressGateway:
         self._tracer_provider = tracer_provider
         self._clock = clock
         self._master: master.Master | None = None
-        self._addons: list[object] = []
+        self._proxyserver: _Proxyserver | None = None
+        self._configured: tuple[_TakesConfig, ...] = ()
         self.identity = ProxyIdentity(self._key, clock=clock)
         self.ca: CaFiles | None = None
         self.port: int | None = None
@@ -94,17 +132,14 @@ class EgressGateway:
     def config(self) -> EgressConfig:
         return self._config
 
-    def _open_budgets(self) -> BudgetStore:
+    async def _open_budgets(self) -> BudgetStore:
         if self._given_budgets is not None:
             return self._given_budgets
         if self.settings.egress_redis_url:
             from clrk.egress.redis_budgets import RedisBudgets
 
             return RedisBudgets(self.settings.egress_redis_url)
-        path = self.settings.egress_dir / "budgets.sqlite3"
-        store = SqliteBudgets(path)
-        path.chmod(0o600)
-        return store
+        return await SqliteBudgets.open(self.settings.egress_dir / "budgets.sqlite3")
 
     def _options(self, ca: CaFiles) -> options.Options:
         s = self.settings
@@ -132,31 +167,36 @@ class EgressGateway:
             raise EgressPolicyError("the egress gateway is already running")
         upstreams = self.settings.upstreams()
         self.ca = ensure_ca(self.settings.egress_dir)
-        budgets = self._budgets = self._open_budgets()
+        opts = self._options(self.ca)  # before opening anything: it may refuse the settings
+        budgets = self._budgets = await self._open_budgets()
         ready = _Ready()
-        m = master.Master(self._options(self.ca), event_loop=asyncio.get_running_loop())
+        m = master.Master(opts, event_loop=asyncio.get_running_loop())
         # Master puts a handler on the root logger that turns every log record of the process
         # into a deprecated mitmproxy event; none of our addons listen, and clrk dev shares the
         # process with other servers, so take it off again.
         legacy: Any = getattr(m, "_legacy_log_events", None)
         if legacy is not None:
             legacy.uninstall()
-        self._addons = [
+        allow = AllowList(self._config)
+        guard = BudgetGuard(self._config, budgets, clock=self._clock)
+        injector = CredentialInjector(self._config, self._secrets)
+        self._configured = (allow, guard, injector)
+        chain = (
             UpstreamRedirect(upstreams),
             self.identity,
-            AllowList(self._config),
+            allow,
             Accounting(self.usage, clock=self._clock),
-            BudgetGuard(self._config, budgets, clock=self._clock),
+            guard,
             ModelCallTracer(self._tracer_provider),
-            CredentialInjector(self._config, self._secrets),
-        ]
+            injector,
+        )
         manager: Any = m.addons
-        ps: Any = _untyped(proxyserver.Proxyserver)
-        manager.add(ps, next_layer.NextLayer(), tlsconfig.TlsConfig(), ready, *self._addons)
+        ps = self._proxyserver = _Proxyserver()
+        manager.add(ps, next_layer.NextLayer(), tlsconfig.TlsConfig(), ready, *chain)
         # Options of addons exist only once the addons are loaded. Lazy: nothing reaches an
         # upstream before the request hooks (allow-list, budget) have passed it.
-        opts: Any = m.options
-        opts.update(connection_strategy="lazy")
+        loaded: Any = m.options
+        loaded.update(connection_strategy="lazy")
         self._master = m
         listening = await ps.setup_servers()
         await m.running()
@@ -174,19 +214,17 @@ class EgressGateway:
     async def stop(self) -> None:
         """Stop listening, close open connections, close the budget store we opened."""
         m, self._master = self._master, None
-        if m is None:
+        ps, self._proxyserver = self._proxyserver, None
+        if m is None or ps is None:
             return
-        manager: Any = m.addons
-        ps: Any = manager.get("proxyserver")
         await ps.servers.update([])
         for handler in list(ps.connections.values()):
             for conn in list(handler.transports):
                 with contextlib.suppress(Exception):
                     handler.close_connection(conn)
-        for _ in range(50):
-            if not ps.connections:
-                break
-            await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await ps.idle.wait()
         await m.done()
         if self._budgets is not None and self._given_budgets is None:
             await self._budgets.close()
@@ -196,9 +234,8 @@ class EgressGateway:
     def update_config(self, config: EgressConfig) -> None:
         """Apply a new configuration to every later request (open tunnels included)."""
         self._config = config
-        for addon in self._addons:
-            if hasattr(addon, "config"):
-                addon.config = config
+        for addon in self._configured:
+            addon.config = config
 
     def revoke(self, invocation_id: str, expires_at: float | None = None) -> None:
         """End an invocation's proxy credentials now (its open tunnels included); ``expires_at``,

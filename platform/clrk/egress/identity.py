@@ -1,7 +1,7 @@
 """Identity: who is calling, from the per-invocation proxy credentials (``id:token@proxy``).
 
 An addon in the shape of mitmproxy's ``proxyauth``: a CONNECT is authenticated once and the
-tunnel remembers its :class:`~clrk_runtime.proxytokens.ProxyClaims`; a plain HTTP proxy request
+tunnel remembers its :class:`~clrk_runtime.protocol.tokens.ProxyClaims`; a plain HTTP proxy request
 is authenticated on its own. Missing, unknown, badly signed or expired credentials get a 407 with
 ``Proxy-Authenticate``. A token dies with its invocation: its expiry, plus :meth:`revoke` for
 invocations that end early (checked on every request, tunnels included). A revoked id is kept
@@ -24,7 +24,7 @@ from mitmproxy import connection, http
 
 from clrk.egress.denials import forbidden, proxy_auth_required
 from clrk.egress.revocations import Revocations
-from clrk_runtime.proxytokens import InvalidToken, ProxyClaims, verify
+from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, verify
 
 __all__ = ["CLAIMS", "CLOCK_SLACK_S", "MAX_TOKEN_LIFETIME_S", "ProxyIdentity", "parse_proxy_authorization"]
 

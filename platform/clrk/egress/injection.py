@@ -16,7 +16,7 @@ import logging
 
 from mitmproxy import ctx, http
 
-from clrk.egress.config import EgressConfig, Injection
+from clrk.api.egress import EgressConfig, Injection
 from clrk.egress.denials import forbidden
 from clrk.egress.identity import CLAIMS
 from clrk.egress.secrets import SecretSource

@@ -1,7 +1,9 @@
 """The Anthropic Messages wire format, parsed: pure functions and an incremental SSE parser.
 
 No I/O and no clock: the accounting addon feeds bytes in as they pass, and reads a
-:class:`ModelUsage` out. Facts relied on (reference/claude-code-cli.md):
+:class:`ModelUsage` out. Facts relied on, from Anthropic's API documentation (the pages
+"Streaming Messages" and "Prompt caching"), each pinned by ``tests/unit/egress/test_messages.py``
+and played by the fake upstream in ``tests/support/fake_anthropic.py``:
 
 - ``message_start.message.usage`` carries input and cache tokens; ``message_delta.usage`` is
   cumulative (keep the last value of each field, never add);

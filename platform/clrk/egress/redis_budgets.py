@@ -10,8 +10,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from clrk.api.egress import Budget
 from clrk.egress.budgets import BudgetExhausted, Reservation, bucket_of, retry_after
-from clrk.egress.config import Budget
 
 __all__ = ["RedisBudgets"]
 

@@ -1,6 +1,6 @@
 """Revoked invocations, each remembered only until its proxy token would have expired anyway.
 
-A proxy token carries its own expiry (:attr:`~clrk_runtime.proxytokens.ProxyClaims.expires_at`)
+A proxy token carries its own expiry (:attr:`~clrk_runtime.protocol.tokens.ProxyClaims.expires_at`)
 and the gateway refuses an expired token whatever else it knows, so a revocation matters only
 until that expiry (plus a little slack for clocks), and is forgotten after it.
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from clrk.egress.config import SecretRef
+from clrk.api.egress import SecretRef
 from clrk.errors import EgressPolicyError
 
 __all__ = [

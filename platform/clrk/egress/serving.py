@@ -1,6 +1,6 @@
 """Standalone serving (``clrk egress``): load the config file, run the gateway until stopped.
 
-The config file is JSON of :class:`~clrk.egress.config.EgressConfig` (in a cluster, a mounted
+The config file is JSON of :class:`~clrk.api.egress.EgressConfig` (in a cluster, a mounted
 ConfigMap); it is re-read when it changes, so policy updates need no restart.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from clrk.egress.config import EgressConfig
+from clrk.api.egress import EgressConfig
 from clrk.egress.gateway import EgressGateway
 from clrk.egress.secrets import DirectorySecrets, SecretSource, secrets_from_specs
 from clrk.egress.settings import EgressSettings

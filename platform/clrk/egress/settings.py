@@ -43,7 +43,7 @@ class EgressSettings(BaseSettings):
     egress_listen_port: int = Field(default=8899, ge=0, le=65535)
     """0 picks a free port (tests); :meth:`EgressGateway.start` returns the bound one."""
     egress_config_file: Path | None = None
-    """JSON :class:`~clrk.egress.config.EgressConfig` for standalone ``clrk egress``."""
+    """JSON :class:`~clrk.api.egress.EgressConfig` for standalone ``clrk egress``."""
     egress_token_key: SecretStr | None = None
     """Shared key the shim signs proxy tokens with (or ``egress_token_key_file``)."""
     egress_token_key_file: Path | None = None

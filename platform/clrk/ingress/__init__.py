@@ -1,12 +1,11 @@
 """The ingress: authenticates callers and routes ``POST /`` to an agent's runtime shim."""
 
-from clrk.ingress.app import AGENT_HEADER, InvocationRecord, create_app
+from clrk.ingress.app import InvocationRecord, create_app
 from clrk.ingress.callers import CallerKey, CallerKeys, caller_key, key_digest
 from clrk.ingress.forwarding import AgentTarget, Forwarder, HttpForwarder, InProcessForwarder
 from clrk.ingress.settings import IngressSettings
 
 __all__ = [
-    "AGENT_HEADER",
     "AgentTarget",
     "CallerKey",
     "CallerKeys",

@@ -1,8 +1,10 @@
 """The ingress ASGI app: ``POST /`` with ``X-Clrk-TaskAgent: <namespace>/<name>``.
 
-It authenticates the caller, routes by the header, caps the body, makes the CloudEvent, gives the
-invocation its id, passes the remaining deadline down (``X-Clrk-Timeout-Ms``) and opens the server
-span that parents the invocation. Every error is JSON.
+It authenticates the caller, routes by the header, caps the body, builds the envelope (the
+runtime's one builder, :func:`clrk_runtime.protocol.envelope.build_envelope`, so a request the
+ingress accepts is one the shim accepts), gives the invocation its id, passes the remaining
+deadline down and opens the server span that parents the invocation. It forwards the envelope
+itself, as a structured CloudEvent, which the shim passes through unchanged. Every error is JSON.
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from clrk.ingress.callers import CallerKeys
-from clrk.ingress.events import envelope_for
 from clrk.ingress.forwarding import AgentTarget, Forwarder
 from clrk.ingress.openapi import openapi_document
-from clrk.ingress.problems import INVOCATION_HEADER, Problem, problem_response
+from clrk.ingress.problems import Problem, problem_response
 from clrk.ingress.settings import IngressSettings
+from clrk_runtime.protocol.envelope import STRUCTURED, EnvelopeError, build_envelope
+from clrk_runtime.protocol.headers import AGENT_HEADER, INVOCATION_HEADER, TIMEOUT_HEADER
+from clrk_runtime.protocol.ids import new_invocation_id
 
-__all__ = ["AGENT_HEADER", "InvocationRecord", "create_app"]
+__all__ = ["EVENT_SOURCE", "InvocationRecord", "create_app"]
 
-AGENT_HEADER = "X-Clrk-TaskAgent"
-TIMEOUT_HEADER = "X-Clrk-Timeout-Ms"
+EVENT_SOURCE = "/clrk/ingress"
+"""``source`` of the envelope the ingress makes for a request that is not a CloudEvent."""
 _REF = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$")
 _tracer = trace.get_tracer("clrk.ingress")
 log = logging.getLogger("clrk.ingress")
@@ -139,11 +143,13 @@ def create_app(
                     body = await _body(request, settings.max_body_bytes, settings.body_timeout_seconds)
                 except ClientDisconnect:
                     raise Problem(400, "incomplete_body", "the body ended before its declared length") from None
-                envelope = envelope_for(request.headers, body)
-                invocation_id = envelope.invocation_id
+                try:
+                    envelope = build_envelope(request.headers, body, new_id=new_invocation_id, source=EVENT_SOURCE)
+                except EnvelopeError as exc:
+                    raise Problem(400, exc.kind, exc.message) from None
+                invocation_id = envelope.event_id
                 span.set_attributes({"clrk.invocation.id": invocation_id, "clrk.agent": target.ref})
-                headers = dict(envelope.headers)
-                headers[INVOCATION_HEADER] = invocation_id
+                headers = {"content-type": STRUCTURED, INVOCATION_HEADER: invocation_id}
                 headers[TIMEOUT_HEADER] = str(max(1, int((timeout - (time.monotonic() - started)) * 1000)))
                 propagate.inject(headers)
                 try:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
-
-from clrk import __version__
 
 __all__ = ["openapi_document"]
 
@@ -32,7 +31,7 @@ def _error(description: str) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "clrk ingress", "version": __version__},
+        "info": {"title": "clrk ingress", "version": version("clrk")},
         "paths": {
             "/": {
                 "post": {

@@ -1,6 +1,7 @@
-"""The ingress's error answers: always JSON, always naming what is wrong.
+"""The ingress's error answers: the platform's one JSON error body, naming what is wrong.
 
-``{"error": {"type": "...", "message": "...", "invocationId": "..."}}``
+The body is :func:`clrk_runtime.protocol.errors.error_document`'s; this module only turns a
+:class:`Problem` raised anywhere in the ingress into a Starlette response.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from collections.abc import Mapping
 
 from starlette.responses import JSONResponse
 
-__all__ = ["INVOCATION_HEADER", "Problem", "problem_response"]
+from clrk_runtime.protocol.errors import error_document
+from clrk_runtime.protocol.headers import INVOCATION_HEADER
 
-INVOCATION_HEADER = "X-Clrk-Invocation-Id"
+__all__ = ["Problem", "problem_response"]
 
 
 class Problem(Exception):
@@ -26,9 +28,8 @@ class Problem(Exception):
 
 
 def problem_response(problem: Problem, invocation_id: str | None = None) -> JSONResponse:
-    error = {"type": problem.type, "message": problem.message}
     headers = dict(problem.headers)
     if invocation_id:
-        error["invocationId"] = invocation_id
         headers[INVOCATION_HEADER] = invocation_id
-    return JSONResponse({"error": error}, status_code=problem.status, headers=headers)
+    body = error_document(problem.type, problem.message, invocation_id)
+    return JSONResponse(body, status_code=problem.status, headers=headers)

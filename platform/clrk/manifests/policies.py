@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clrk.egress.config import AgentEgress, Budget, EgressConfig, Injection, SecretRef
+from clrk.api.egress import AgentEgress, Budget, EgressConfig, Injection, SecretRef
 from clrk.manifests.parsing import Manifests
 
 __all__ = ["EGRESS_CONFIG_LABEL", "SYSTEM_NAMESPACE", "egress_config", "egress_configmaps"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clrk.authoring import available_templates
-from tests.integration.authoring.conftest import clrk
+from tests.support.authoring_cli import clrk
 from tests.support.clrk_dev import clrk_dev
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.threaded import in_thread

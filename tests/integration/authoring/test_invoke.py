@@ -22,7 +22,7 @@ from starlette.routing import Route
 from clrk.dev.running import traces_route
 from clrk.ingress import AgentTarget, CallerKeys, IngressSettings, InProcessForwarder, create_app
 from clrk.telemetry.spans import SpanStore
-from tests.integration.authoring.conftest import clrk
+from tests.support.authoring_cli import clrk
 
 INVOCATION = "x-clrk-invocation-id"
 SEEN: list[dict[str, str]] = []
@@ -47,7 +47,7 @@ def _shim(answer: Any) -> Starlette:
 
 
 async def _echo(request: Request) -> Response:
-    """What the shim received: the CloudEvent's data and the caller's headers."""
+    """What the shim received: the envelope (the caller's body is its data) and the headers."""
     body = await request.body()
     return JSONResponse({"received": body.decode(), "headers": dict(request.headers)})
 
@@ -105,7 +105,7 @@ def url() -> Iterator[str]:
 def test_the_answer_goes_to_stdout_and_the_default_body_is_an_empty_object(url: str) -> None:
     ran = clrk("invoke", "echo", "--url", url)
     assert ran.exit_code == 0, ran.stderr
-    assert json.loads(ran.stdout)["received"] == "{}"
+    assert json.loads(json.loads(ran.stdout)["received"])["data"] == {}
     assert ran.stderr == ""
     sent = SEEN[-1]
     assert sent["x-clrk-taskagent"] == "default/echo"

@@ -13,7 +13,7 @@ import pytest
 from clrk.api.common import DNS_LABEL_RULE
 from clrk.authoring import available_templates
 from clrk.manifests import load_bundle
-from tests.integration.authoring.conftest import clrk
+from tests.support.authoring_cli import clrk
 
 
 @pytest.mark.parametrize("template", available_templates())

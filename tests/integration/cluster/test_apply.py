@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from clrk.errors import ClusterError
-from tests.integration.cluster.conftest import Kube, cli_app, write_agent
+from tests.support.kube import Kube, cli_app, write_agent
 
 KSVC = ("serving.knative.dev/v1", "Service")
 TA = ("clrk.dev/v1alpha1", "TaskAgent")

@@ -9,7 +9,7 @@ import httpx
 from clrk.cluster.routing import refresh
 from clrk.egress.secrets import DirectorySecrets
 from clrk.ingress import CallerKeys, HttpForwarder, IngressSettings, create_app, key_digest
-from tests.integration.cluster.conftest import Kube, write_agent
+from tests.support.kube import Kube, write_agent
 
 
 async def test_routes_and_keys_follow_the_cluster(kube: Kube, namespace: str, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from kopf.testing import KopfRunner
 
 from clrk.cluster.operating import registry
-from tests.integration.cluster.conftest import Kube
+from tests.support.kube import Kube
 
 TA = ("clrk.dev/v1alpha1", "TaskAgent")
 

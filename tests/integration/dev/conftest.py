@@ -6,58 +6,16 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from tests.support.clrk_dev import clrk_dev
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.jq_bot import ECHO_AGENT, JQ_FILTER, REPO, Dev
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.threaded import in_thread
 from tests.support.tlsca import TestCA
-
-REPO = Path(__file__).resolve().parents[3]
-JQ_FILTER = '[.[] | select(.role == "eng")] | sort_by(.age) | map(.name)'
-ECHO_AGENT = """\
-apiVersion: clrk.dev/v1alpha1
-kind: TaskAgent
-metadata:
-  name: echo
-spec:
-  template:
-    spec:
-      image: registry.example.com/echo:1
-      command: [sh, -c, "{script}"]
-  timeout: 20s
-  maxConcurrency: 8
-"""
-
-
-@dataclass
-class Dev:
-    url: str
-    manifests: Path
-    fake: FakeAnthropic
-    otlp: OtlpReceiver
-    key: str
-    state_dir: Path
-    process: subprocess.Popen[str]
-    output: list[str] = field(default_factory=list)
-
-    def log_text(self) -> str:
-        return "".join(self.output)
-
-    def wait_for_log(self, needle: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log_text():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{self.log_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

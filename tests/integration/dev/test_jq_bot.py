@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.dev.conftest import ECHO_AGENT, JQ_FILTER, REPO, Dev
+from tests.support.jq_bot import ECHO_AGENT, JQ_FILTER, REPO, Dev
 
 GUIDE_BODY = (
     '{"input":[{"name":"alice","age":30,"role":"eng"},{"name":"bob","age":42,"role":"pm"},'

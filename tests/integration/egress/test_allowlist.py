@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from tests.integration.egress.conftest import AGENT, Egress
 from tests.integration.egress.rawproxy import basic, connect, plain_get
+from tests.support.egress import AGENT, Egress
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ async def test_httpx_sees_a_proxy_error_not_a_hang(egress: Egress) -> None:
 
 
 async def test_config_update_applies_to_new_connections(egress: Egress) -> None:
-    from clrk.egress.config import AgentEgress, EgressConfig
+    from clrk.api.egress import AgentEgress, EgressConfig
 
     egress.gateway.update_config(EgressConfig(agents={AGENT: AgentEgress(allow=("example.com",))}))
     r = await connect(egress.port, "api.anthropic.com:443", basic("inv-1", egress.token()))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from clrk.egress.config import EgressConfig
-from tests.integration.egress.conftest import Egress, build_gateway, make_config
+from clrk.api.egress import EgressConfig
+from tests.support.egress import Egress, GatewayCA, build_gateway, make_config
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.tlsca import TestCA
 
@@ -63,11 +63,11 @@ async def test_concurrent_calls_do_not_overshoot(egress: Egress) -> None:
 
 
 async def test_counters_survive_a_restart(
-    tmp_path: Path, fake_anthropic: FakeAnthropic, test_ca: TestCA, real_key: str
+    tmp_path: Path, fake_anthropic: FakeAnthropic, test_ca: TestCA, gateway_ca: GatewayCA, real_key: str
 ) -> None:
     config = make_config(budget_tokens=400)
     state = tmp_path / "state"
-    first = build_gateway(state, fake_anthropic, test_ca, real_key, config, InMemorySpanExporter())
+    first = build_gateway(state, fake_anthropic, test_ca, real_key, config, InMemorySpanExporter(), gateway_ca)
     await first.start()
     egress = Egress(first, fake_anthropic, InMemorySpanExporter(), state, real_key)
     try:
@@ -78,7 +78,7 @@ async def test_counters_survive_a_restart(
             assert (await client.post(MESSAGES, json=BODY)).status_code == 200
     finally:
         await first.stop()
-    second = build_gateway(state, fake_anthropic, test_ca, real_key, config, InMemorySpanExporter())
+    second = build_gateway(state, fake_anthropic, test_ca, real_key, config, InMemorySpanExporter(), gateway_ca)
     await second.start()
     egress = Egress(second, fake_anthropic, InMemorySpanExporter(), state, real_key)
     try:

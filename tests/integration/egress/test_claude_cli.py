@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from clrk.egress.config import EgressConfig
-from tests.integration.egress.conftest import Egress, make_config
+from clrk.api.egress import EgressConfig
+from tests.support.egress import Egress, make_config
 
 CLAUDE = Path(__file__).resolve().parents[3] / ".venv" / "bin" / "claude"
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.integration.egress.conftest import Egress
 from tests.integration.egress.rawproxy import basic, connect, plain_get
+from tests.support.egress import Egress
 
 TARGET = "api.anthropic.com:443"
 

@@ -8,7 +8,7 @@ import time
 
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.integration.egress.conftest import AGENT, TRACEPARENT, Egress
+from tests.support.egress import AGENT, TRACEPARENT, Egress
 
 MESSAGES = "https://api.anthropic.com/v1/messages?beta=true"
 
@@ -161,7 +161,7 @@ async def test_other_paths_are_not_model_calls(egress: Egress) -> None:
 
 
 async def test_missing_secret_is_a_403_naming_the_secret(egress: Egress) -> None:
-    from clrk.egress.config import Injection, SecretRef
+    from clrk.api.egress import Injection, SecretRef
 
     config = egress.gateway.config
     injection = Injection(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from clrk.api.egress import Budget
 from clrk.egress.budgets import BudgetExhausted
-from clrk.egress.config import Budget
 from clrk.egress.redis_budgets import RedisBudgets
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")

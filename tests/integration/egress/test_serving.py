@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from clrk.api.egress import EgressConfig
 from clrk.egress import serving
-from clrk.egress.config import EgressConfig
 from clrk.egress.gateway import EgressGateway
 from clrk.egress.secrets import StaticSecrets
 from clrk.egress.settings import EgressSettings
 from clrk.errors import EgressPolicyError
-from tests.integration.egress.conftest import TOKEN_KEY, make_config
+from tests.support.egress import TOKEN_KEY, GatewayCA, make_config
 
 
 def test_load_config_errors_name_the_field(tmp_path: Path) -> None:
@@ -27,8 +27,11 @@ def test_load_config_errors_name_the_field(tmp_path: Path) -> None:
     assert serving.load_config(None).agents == {}
 
 
-async def test_serve_reloads_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_serve_reloads_the_config_file(
+    tmp_path: Path, gateway_ca: GatewayCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(serving, "_RELOAD_EVERY_S", 0.05)
+    gateway_ca.seed(tmp_path / "state")
     config_file = tmp_path / "egress.json"
     config_file.write_text(make_config().model_dump_json())
     settings = EgressSettings(
@@ -60,8 +63,10 @@ async def test_serve_reloads_the_config_file(tmp_path: Path, monkeypatch: pytest
     assert (tmp_path / "state" / "egress" / "ca-bundle.pem").exists()
 
 
-async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+async def test_port_in_use_is_a_clear_error(tmp_path: Path, gateway_ca: GatewayCA) -> None:
     import socket
+
+    gateway_ca.seed(tmp_path)
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -73,8 +78,10 @@ async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             await gateway.start()
 
 
-async def test_gateway_leaves_the_root_logger_alone(tmp_path: Path) -> None:
+async def test_gateway_leaves_the_root_logger_alone(tmp_path: Path, gateway_ca: GatewayCA) -> None:
     import logging
+
+    gateway_ca.seed(tmp_path)
 
     before = list(logging.getLogger().handlers)
     settings = EgressSettings(state_dir=tmp_path, egress_listen_port=0)

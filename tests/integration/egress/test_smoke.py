@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tests.integration.egress.conftest import Egress
+from tests.support.egress import Egress
 
 MESSAGES = "https://api.anthropic.com/v1/messages?beta=true"
 BODY = {"model": "claude-test", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}

@@ -6,16 +6,18 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.integration.egress.conftest import Egress, build_gateway, make_config
+from tests.support.egress import Egress, GatewayCA, build_gateway, make_config
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.tlsca import TestCA
 
 
-async def test_wrong_certificate_fails_and_no_key_is_sent(tmp_path: Path, test_ca: TestCA, real_key: str) -> None:
+async def test_wrong_certificate_fails_and_no_key_is_sent(
+    tmp_path: Path, test_ca: TestCA, gateway_ca: GatewayCA, real_key: str
+) -> None:
     wrong = test_ca.issue(["api.example.net"], name="wrong")
     async with FakeAnthropic(wrong) as fake:
         state = tmp_path / "state"
-        gw = build_gateway(state, fake, test_ca, real_key, make_config(), InMemorySpanExporter())
+        gw = build_gateway(state, fake, test_ca, real_key, make_config(), InMemorySpanExporter(), gateway_ca)
         await gw.start()
         egress = Egress(gw, fake, InMemorySpanExporter(), state, real_key)
         try:
@@ -28,13 +30,13 @@ async def test_wrong_certificate_fails_and_no_key_is_sent(tmp_path: Path, test_c
         assert fake.requests == []
 
 
-async def test_untrusted_ca_fails(tmp_path: Path, real_key: str, anthropic_leaf: object) -> None:
+async def test_untrusted_ca_fails(tmp_path: Path, gateway_ca: GatewayCA, real_key: str, anthropic_leaf: object) -> None:
     other_ca = TestCA.create(tmp_path / "other-ca")
     leaf = other_ca.issue(["api.anthropic.com"])
     trusted = TestCA.create(tmp_path / "trusted-ca")
     async with FakeAnthropic(leaf) as fake:
         state = tmp_path / "state"
-        gw = build_gateway(state, fake, trusted, real_key, make_config(), InMemorySpanExporter())
+        gw = build_gateway(state, fake, trusted, real_key, make_config(), InMemorySpanExporter(), gateway_ca)
         await gw.start()
         egress = Egress(gw, fake, InMemorySpanExporter(), state, real_key)
         try:

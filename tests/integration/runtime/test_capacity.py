@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from clrk_runtime.asgi import ShimApp
-from clrk_runtime.runtime import AgentRuntime
-from tests.integration.runtime.conftest import agent, serving, settings_for
+from clrk_runtime.server.app import ShimApp
+from clrk_runtime.service.runtime import AgentRuntime
 from tests.integration.runtime.egress import gate_server
+from tests.support.runtime import agent, serving, settings_for
 
 
 async def _until(condition: Callable[[], bool]) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from clrk_runtime.runtime import AgentRuntime
-from tests.integration.runtime.conftest import (
+from clrk_runtime.service.runtime import AgentRuntime
+from tests.support.runtime import (
     KINDS,
     agent,
     sandbox_dirs,

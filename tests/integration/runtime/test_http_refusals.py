@@ -1,7 +1,7 @@
 """The real ``clrk-shim`` process refuses what HTTP cannot frame, and slow heads, in JSON.
 
-``clrk_runtime.main`` serves with ``clrk_runtime.httpserver``'s protocol class and
-``CLRK_HEAD_TIMEOUT_SECONDS``; the protocol itself is tested in tests/unit/runtime/test_httpserver.py.
+``clrk_runtime.server.main`` serves with ``clrk_runtime.server.protocols``'s protocol class and
+``CLRK_HEAD_TIMEOUT_SECONDS``; the protocol itself is tested in tests/unit/runtime/test_protocols.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.runtime.conftest import SANDBOX_UID, SANDBOX_UIDS, shim_command
+from tests.support.runtime import SANDBOX_UID, SANDBOX_UIDS, shim_command
 
 HEAD_TIMEOUT = 0.5
 MARGIN = 2.0

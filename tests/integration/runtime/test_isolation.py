@@ -11,10 +11,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from clrk_runtime.proxytokens import verify
-from clrk_runtime.runtime import AgentRuntime
-from clrk_runtime.sandboxes import NOBODY
-from tests.integration.runtime.conftest import (
+from clrk_runtime.protocol.tokens import verify
+from clrk_runtime.sandbox.sandboxes import NOBODY
+from clrk_runtime.service.runtime import AgentRuntime
+from tests.integration.runtime.egress import barrier_server, line_server
+from tests.support.runtime import (
     AGENTS,
     HAS_BWRAP,
     KINDS,
@@ -22,7 +23,6 @@ from tests.integration.runtime.conftest import (
     agent,
     settings_for,
 )
-from tests.integration.runtime.egress import barrier_server, line_server
 
 SECRET = "hunter2-do-not-leak"
 ALLOWED = {

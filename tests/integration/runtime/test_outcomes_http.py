@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.runtime.conftest import KINDS, agent, serving, settings_for
+from tests.support.runtime import KINDS, agent, serving, settings_for
 
 pytestmark = pytest.mark.parametrize("kind", KINDS)
 

@@ -5,57 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from clrk.manifests.compiling import SHIM_CAPABILITIES
-from tests.integration.runtime.conftest import KINDS, SANDBOX_UID, SANDBOX_UIDS, agent, sandbox_processes, shim_command
-
-
-async def _line_matching(stream: asyncio.StreamReader, pattern: str) -> re.Match[str]:
-    async with asyncio.timeout(30):
-        while line := (await stream.readline()).decode():
-            if match := re.search(pattern, line):
-                return match
-    raise AssertionError(f"the shim never logged {pattern!r}")
-
-
-@asynccontextmanager
-async def _shim(root: Path, *argv: str, prefix: tuple[str, ...] = ()) -> AsyncIterator[asyncio.subprocess.Process]:
-    """The real ``clrk-shim`` with ``argv``, its temp root and uid range the tests'; killed if
-    the test leaves it running."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "CLRK_TEMP_ROOT": str(root),
-        "CLRK_SANDBOX_UID": str(SANDBOX_UID),
-        "CLRK_SANDBOX_UIDS": str(SANDBOX_UIDS),
-    }
-    shim = await asyncio.create_subprocess_exec(
-        *prefix, shim_command(), "--port", "0", "--host", "127.0.0.1", *argv, env=env, stderr=asyncio.subprocess.PIPE
-    )
-    assert shim.stderr is not None
-    try:
-        yield shim
-    finally:
-        if shim.returncode is None:
-            shim.kill()
-            await shim.wait()
+from tests.support.runtime import KINDS, agent, line_matching, sandbox_processes, shim_process
 
 
 async def test_sigterm_lets_the_in_flight_invocation_finish(shim_root: Path) -> None:
-    async with _shim(shim_root, "--warm-pool", "1", "--sandbox", "plain", "--", agent("slow.sh"), "1") as shim:
+    async with shim_process(shim_root, "--warm-pool", "1", "--sandbox", "plain", "--", agent("slow.sh"), "1") as shim:
         assert shim.stderr is not None
-        port = (await _line_matching(shim.stderr, r"running on http://[\d.]+:(\d+)")).group(1)
+        port = (await line_matching(shim.stderr, r"running on http://[\d.]+:(\d+)")).group(1)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             call = asyncio.create_task(client.post("/", json={}))
-            await _line_matching(shim.stderr, r"clrk_runtime.agent \[.*\] started")
+            await line_matching(shim.stderr, r"clrk_runtime.agent \[.*\] started")
             shim.send_signal(signal.SIGTERM)
             response = await call
         assert (response.status_code, response.text) == (200, "finished\n")
@@ -69,9 +36,9 @@ async def test_a_killed_shim_takes_its_sandboxes_with_it(kind: str, shim_root: P
     """SIGKILL leaves the shim no say: its spawner sees the socket close and kills every sandbox."""
     before = set(sandbox_processes())
     try:
-        async with _shim(shim_root, "--warm-pool", "2", "--sandbox", kind, "--", agent("echo.sh")) as shim:
+        async with shim_process(shim_root, "--warm-pool", "2", "--sandbox", kind, "--", agent("echo.sh")) as shim:
             assert shim.stderr is not None
-            await _line_matching(shim.stderr, r"running on http://")  # ready: the warm pool is full
+            await line_matching(shim.stderr, r"running on http://")  # ready: the warm pool is full
             assert set(sandbox_processes()) - before, "the warm sandboxes' processes run"
             shim.kill()
             await shim.wait()
@@ -93,9 +60,9 @@ async def test_the_shim_needs_no_more_than_the_capabilities_its_pod_keeps(kind: 
     bounding = ",".join(["-all", *(f"+{name.lower()}" for name in SHIM_CAPABILITIES)])
     limited = ("setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--")
     argv = ("--warm-pool", "1", "--sandbox", kind, "--", agent("headers.sh"))
-    async with _shim(shim_root, *argv, prefix=limited) as shim:
+    async with shim_process(shim_root, *argv, prefix=limited) as shim:
         assert shim.stderr is not None
-        port = (await _line_matching(shim.stderr, r"running on http://[\d.]+:(\d+)")).group(1)
+        port = (await line_matching(shim.stderr, r"running on http://[\d.]+:(\d+)")).group(1)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             answers = [await client.post("/", json={"n": n}) for n in range(3)]
         for response in answers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clrk_runtime.testing import invoke
-from tests.integration.runtime.conftest import SANDBOX_UID, SANDBOX_UIDS, agent
+from tests.support.runtime import SANDBOX_UID, SANDBOX_UIDS, agent
 
 
 def test_invoke_runs_the_real_shim(shim_root: Path) -> None:

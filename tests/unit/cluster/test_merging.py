@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from clrk.api.egress import EgressConfig
 from clrk.cluster.merging import merged_egress_config
-from clrk.egress.config import EgressConfig
 from clrk.manifests import compile_bundle, egress_config, load_bundle
 
 REPO = Path(__file__).resolve().parents[3]

@@ -6,9 +6,9 @@ import logging
 import pytest
 import uvicorn
 
+from clrk.api.egress import SecretRef
 from clrk.cluster import routing
 from clrk.cluster.routing import routing_table
-from clrk.egress.config import SecretRef
 from clrk.egress.secrets import StaticSecrets
 from clrk.ingress import IngressSettings, key_digest
 
@@ -63,5 +63,5 @@ async def test_the_cluster_ingress_serves_with_the_platforms_protocol(monkeypatc
     await routing.serve_ingress(IngressSettings(), cluster=None, secrets=None)  # type: ignore[arg-type]
     (config,) = configs
     assert isinstance(config.http, type) and issubclass(config.http, asyncio.Protocol)
-    assert config.http.__module__ == "clrk_runtime.httpserver"
+    assert config.http.__module__ == "clrk_runtime.server.protocols"
     assert getattr(config.http, "head_timeout_seconds", None) == 3.5

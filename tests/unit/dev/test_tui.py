@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from textual.widgets import DataTable, RichLog, Static
@@ -12,7 +14,7 @@ from clrk.dev.settings import DevSettings
 from clrk.dev.tui import DevApp
 from clrk.ingress import InvocationRecord
 from clrk.telemetry.spans import SpanStore
-from clrk_runtime.runtime import AgentRuntime
+from clrk_runtime.service.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
 
 
@@ -34,8 +36,8 @@ async def test_panes_show_agents_requests_traces_and_logs() -> None:
             }
         )
     logs = LogBuffer()
-    logs.lines.append((1, "12:00:00 INFO clrk_runtime.agent [inv-1] hello from stderr"))
-    logs.count = 1
+    record = {"name": "clrk_runtime.agent", "levelname": "INFO", "msg": "[inv-1] hello from stderr"}
+    logs.handle(logging.makeLogRecord(record))
     app = DevApp(server, store, logs, ["clrk dev: serving 1 agent(s)"])
     try:
         async with app.run_test() as pilot:
@@ -55,3 +57,25 @@ async def test_panes_show_agents_requests_traces_and_logs() -> None:
             await pilot.press("q")
     finally:
         await runtime.stop()
+
+
+async def test_the_logs_pane_shows_each_line_once_after_the_buffer_wraps() -> None:
+    server = DevServer(DevSettings(apply=["unused"]), environ={})
+    logs = LogBuffer(capacity=3)
+
+    def log(message: str) -> None:
+        logs.handle(logging.makeLogRecord({"name": "clrk.dev", "levelname": "INFO", "msg": message}))
+
+    for n in range(1, 6):
+        log(f"line {n}")
+    app = DevApp(server, SpanStore(), logs, [])
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        for n in range(6, 8):
+            log(f"line {n}")
+        app.refresh_panes()
+        app.refresh_panes()
+        await pilot.pause()
+        shown = [str(line.text).rsplit(" ", 1)[1] for line in app.query_one("#logs", RichLog).lines]
+        assert shown == ["3", "4", "5", "6", "7"], "the three lines held at start, then each new line once"
+        await pilot.press("q")

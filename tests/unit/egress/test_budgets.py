@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from clrk.api.egress import Budget
 from clrk.egress.budgets import (
     BudgetExhausted,
     SqliteBudgets,
@@ -11,7 +14,6 @@ from clrk.egress.budgets import (
     estimate_tokens,
     retry_after,
 )
-from clrk.egress.config import Budget
 from clrk.egress.messages import ModelRequest
 
 BUDGET = Budget(tokens=100, window_seconds=60)  # 60 buckets of one second
@@ -49,6 +51,33 @@ async def test_reserve_settle_and_window(tmp_path: Path) -> None:
     reopened = SqliteBudgets(tmp_path / "b.sqlite3")
     assert await reopened.used("a", BUDGET, now=2.0) == 70
     await reopened.close()
+
+
+async def test_a_locked_database_never_freezes_the_event_loop(tmp_path: Path) -> None:
+    """Another process holding the write lock makes a reservation wait (up to the 5 s busy
+    timeout) in the store's worker thread: meanwhile the loop keeps serving everything else."""
+    path = tmp_path / "b.sqlite3"
+    store = await SqliteBudgets.open(path)
+    assert path.stat().st_mode & 0o077 == 0
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, as another gateway mid-reservation holds it
+    try:
+        reserving = asyncio.create_task(store.reserve("a", 10, BUDGET, now=0.0))
+        loop = asyncio.get_running_loop()
+        ticks, longest, last = 0, 0.0, loop.time()
+        while ticks < 30:  # a concurrent coroutine, ticking every 10 ms
+            await asyncio.sleep(0.01)
+            longest, last = max(longest, loop.time() - last), loop.time()
+            ticks += 1
+        assert not reserving.done()  # still waiting for the lock
+        assert longest < 1.0  # and the loop never stalled on it (a blocking query would: 5 s)
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    reservation = await asyncio.wait_for(reserving, 5)
+    assert reservation.tokens == 10
+    assert await store.used("a", BUDGET, now=0.0) == 10
+    await store.close()
 
 
 def test_settled_tokens_never_undercount() -> None:

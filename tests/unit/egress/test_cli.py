@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 import clrk.cli.egress as cli
-from clrk.egress.config import SecretRef
+from clrk.api.egress import SecretRef
 from clrk.egress.secrets import StaticSecrets
 from clrk.errors import EgressPolicyError
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from clrk.api.egress import EgressConfig, Injection, SecretRef
 from clrk.egress.allowlist import check_destination, host_header_matches, is_internal_host
-from clrk.egress.config import EgressConfig, Injection, SecretRef
 from clrk.egress.identity import parse_proxy_authorization
 from clrk.egress.injection import injection_for
 from clrk.egress.secrets import DirectorySecrets, parse_secret_spec, secrets_from_specs

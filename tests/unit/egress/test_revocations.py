@@ -11,7 +11,7 @@ import pytest
 from clrk.api.taskagent import MAX_TIMEOUT
 from clrk.egress.identity import CLOCK_SLACK_S, MAX_TOKEN_LIFETIME_S, ProxyIdentity
 from clrk.egress.revocations import Revocations
-from clrk_runtime.proxytokens import InvalidToken, ProxyClaims, sign
+from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, sign
 
 KEY = b"test-key"
 START = 1_700_000_000.0
@@ -39,7 +39,7 @@ def refusal(identity: ProxyIdentity, value: str) -> str | None:
 
 
 def test_the_default_horizon_covers_the_longest_token() -> None:
-    from clrk_runtime.invocations import TOKEN_GRACE
+    from clrk_runtime.service.handling import TOKEN_GRACE
 
     assert timedelta(seconds=MAX_TOKEN_LIFETIME_S) >= MAX_TIMEOUT + timedelta(seconds=TOKEN_GRACE)
 

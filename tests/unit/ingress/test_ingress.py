@@ -24,6 +24,7 @@ from clrk.ingress import (
     create_app,
     key_digest,
 )
+from clrk_runtime.protocol.envelope import build_envelope
 
 AGENT = "default/jq-bot"
 
@@ -96,7 +97,7 @@ def _assert_error(response: httpx.Response, status: int, type_: str) -> dict[str
     return error
 
 
-async def test_json_body_becomes_a_binary_cloudevent(
+async def test_json_body_becomes_the_envelope_the_shim_receives(
     client: httpx.AsyncClient, shim: RecordingShim, records: list[InvocationRecord]
 ) -> None:
     body = b'{"input": [1, 2], "want": "sum"}'
@@ -106,10 +107,15 @@ async def test_json_body_becomes_a_binary_cloudevent(
     assert response.status_code == 200
     invocation_id = response.headers["x-clrk-invocation-id"]
     sent = shim.requests[0]
-    assert sent["body"] == body, "the caller's bytes reach the shim untouched"
-    assert sent["headers"]["ce-id"] == invocation_id
-    assert sent["headers"]["ce-specversion"] == "1.0"
-    assert sent["headers"]["ce-type"] == "dev.clrk.invocation"
+    assert sent["headers"]["content-type"] == "application/cloudevents+json"
+    assert sent["headers"]["x-clrk-invocation-id"] == invocation_id
+    event = json.loads(sent["body"])
+    assert (event["specversion"], event["id"], event["type"]) == ("1.0", invocation_id, "dev.clrk.invocation")
+    assert event["source"] == "/clrk/ingress"
+    assert sent["body"].endswith(b'"data": ' + body + b"}"), "the caller's bytes are the data, untouched"
+    # The shim builds its envelope with the same rules: the ingress's passes through unchanged.
+    again = build_envelope(sent["headers"], sent["body"], new_id=lambda: "unused", source="/clrk/shim")
+    assert (again.event_id, again.body) == (invocation_id, sent["body"])
     assert 0 < int(sent["headers"]["x-clrk-timeout-ms"]) <= 100_000
     assert records[0].invocation_id == invocation_id and records[0].status == 200
     # UUIDv7: version nibble 7
@@ -127,12 +133,15 @@ async def test_caller_cloudevents_pass_through(client: httpx.AsyncClient, shim: 
     }
     response = await client.post("/", content=b'{"n": 1}', headers=binary)
     assert response.headers["x-clrk-invocation-id"] == "order-42"
-    assert shim.requests[-1]["headers"]["ce-type"] == "order.created"
+    sent = json.loads(shim.requests[-1]["body"])
+    assert (sent["id"], sent["source"], sent["type"], sent["data"]) == ("order-42", "/shop", "order.created", {"n": 1})
     event = {"specversion": "1.0", "id": "evt-7", "source": "/s", "type": "t", "data": {"x": 1}}
     structured = {"X-Clrk-TaskAgent": AGENT, "content-type": "application/cloudevents+json"}
     response = await client.post("/", content=json.dumps(event).encode(), headers=structured)
     assert response.headers["x-clrk-invocation-id"] == "evt-7"
-    assert json.loads(shim.requests[-1]["body"]) == event
+    sent = json.loads(shim.requests[-1]["body"])
+    assert sent.pop("time"), "an event without time gets one on arrival (the CloudEvents SDK's rule)"
+    assert sent == event
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from clrk_runtime.environment import SandboxPaths, agent_environment, rfc3339
+from clrk_runtime.invocation.environment import agent_environment
+from clrk_runtime.sandbox.layouts import SandboxPaths
 from clrk_runtime.settings import RuntimeSettings
 
 PATHS = SandboxPaths("/h", "/t", "/w", "/m/headers", proxy=None)
@@ -51,7 +52,3 @@ def test_proxy_and_ca_variables_when_configured() -> None:
 def test_manifest_env_wins_even_for_home() -> None:
     env = _env(agent_env={"HOME": "/data", "MODEL": "m"})
     assert (env["HOME"], env["MODEL"], env["TMPDIR"]) == ("/data", "m", "/t")
-
-
-def test_rfc3339_is_utc_with_z() -> None:
-    assert rfc3339(1.5) == "1970-01-01T00:00:01.500Z"

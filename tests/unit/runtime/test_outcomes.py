@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from clrk_runtime.outcomes import (
+from clrk_runtime.invocation.outcomes import (
     RunResult,
     map_outcome,
     no_capacity,

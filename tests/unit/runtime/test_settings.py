@@ -3,19 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from clrk_runtime.main import build_settings
-from clrk_runtime.settings import RuntimeSettings, parse_duration
-
-
-@pytest.mark.parametrize(("text", "seconds"), [("100s", 100), ("1m30s", 90), ("250ms", 0.25), ("2", 2), (3, 3)])
-def test_durations(text: str | int, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "10x", "s", "1s2"])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration(text)
+from clrk_runtime.server.main import build_settings
+from clrk_runtime.settings import RuntimeSettings
 
 
 def test_flags_map_to_fields(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,159 @@
+"""How an agent's run becomes an HTTP answer: pure functions, no I/O.
+
+==========================  ======  ===========================
+what happened               status  body
+==========================  ======  ===========================
+exit 0                      200     stdout (type declared or sniffed)
+exit non-zero               502     ``agent_failed`` error
+deadline passed             504     ``deadline_exceeded`` error
+stdout over its cap         502     ``response_too_large`` error
+no capacity                 503     ``no_capacity`` (+ ``Retry-After``)
+body over the stdin cap     413     ``request_too_large`` error
+==========================  ======  ===========================
+
+Errors are the platform's one JSON body (:mod:`clrk_runtime.protocol.errors`); every answer
+carries the invocation-id header (:data:`~clrk_runtime.protocol.headers.INVOCATION_HEADER`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from clrk_runtime.protocol.errors import error_body
+from clrk_runtime.protocol.headers import INVOCATION_HEADER
+
+__all__ = [
+    "Response",
+    "RunResult",
+    "error_response",
+    "map_outcome",
+    "no_capacity",
+    "parse_response_headers",
+    "request_too_large",
+    "sniff_content_type",
+]
+
+_JSON = "application/json"
+_TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What the sandbox reported about one run."""
+
+    exit_code: int | None
+    """The entrypoint's exit status (negative: killed by that signal; None: never finished)."""
+    stdout: bytes = b""
+    timed_out: bool = False
+    stdout_overflow: bool = False
+    response_headers: str = ""
+    """What the agent wrote into ``$CLRK_METADATA_RESPONSE_HEADERS``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), None)
+
+
+def error_response(
+    status: int,
+    kind: str,
+    message: str,
+    invocation_id: str,
+    headers: list[tuple[str, str]] | None = None,
+    **extra: object,
+) -> Response:
+    """A JSON error answer in the platform's one error shape (``extra`` adds fields to it)."""
+    return Response(
+        status,
+        error_body(kind, message, invocation_id, **extra),
+        [("Content-Type", _JSON), (INVOCATION_HEADER, invocation_id), *(headers or [])],
+    )
+
+
+def no_capacity(invocation_id: str, retry_after: int = 1) -> Response:
+    return error_response(
+        503,
+        "no_capacity",
+        "every sandbox is busy and the queue is full; retry later",
+        invocation_id,
+        [("Retry-After", str(retry_after))],
+    )
+
+
+def request_too_large(invocation_id: str, cap: int) -> Response:
+    return error_response(413, "request_too_large", f"the request body exceeds {cap} bytes", invocation_id)
+
+
+def parse_response_headers(text: str) -> tuple[int | None, str | None]:
+    """``(status, content_type)`` from CGI-style lines (``Status: 201``, ``Content-Type: …``).
+
+    Unknown lines and malformed values are ignored: the agent's answer still goes out.
+    """
+    status: int | None = None
+    content_type: str | None = None
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name, value = name.strip().lower(), value.strip()
+        if name == "content-type" and value:
+            content_type = value
+        elif name == "status":
+            code = value.split(" ", 1)[0]
+            if code.isdigit() and 200 <= int(code) <= 599:
+                status = int(code)
+    return status, content_type
+
+
+def sniff_content_type(body: bytes) -> str:
+    """``application/json`` when ``body`` parses as JSON, else UTF-8 text."""
+    stripped = body.strip()
+    if stripped[:1] in (b"{", b"[", b'"') or stripped[:1].isdigit() or stripped in _LITERALS:
+        try:
+            json.loads(stripped)
+        except ValueError:
+            return _TEXT
+        return _JSON
+    return _TEXT
+
+
+_LITERALS = (b"true", b"false", b"null")
+
+
+def map_outcome(result: RunResult, invocation_id: str, timeout: float) -> Response:
+    """The answer for one finished run (see the table in this module's docstring)."""
+    if result.timed_out:
+        return error_response(
+            504,
+            "deadline_exceeded",
+            f"the agent did not finish within its deadline ({timeout:g}s) and was killed",
+            invocation_id,
+        )
+    if result.stdout_overflow:
+        return error_response(502, "response_too_large", "the agent's stdout exceeded its cap", invocation_id)
+    if result.exit_code != 0:
+        return error_response(
+            502,
+            "agent_failed",
+            f"the agent exited with code {result.exit_code}",
+            invocation_id,
+            exitCode=result.exit_code,
+        )
+    status, content_type = parse_response_headers(result.response_headers)
+    return Response(
+        status or 200,
+        result.stdout,
+        [
+            ("Content-Type", content_type or sniff_content_type(result.stdout)),
+            (INVOCATION_HEADER, invocation_id),
+        ],
+    )

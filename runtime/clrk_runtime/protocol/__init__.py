@@ -1,0 +1,47 @@
+"""The wire contract, in one place: what travels between caller, ingress, shim, agent and gateway.
+
+Pure and small (the shim ships it into every agent image; the ingress, the egress gateway,
+``clrk invoke`` and :mod:`clrk_runtime.testing` import it too). Nothing here does I/O, reads the
+environment or keeps state.
+
+============================  ==========================================================
+:mod:`.headers`               the ``X-Clrk-*`` header names
+:mod:`.routes`                paths the ingress serves besides ``POST /``
+:mod:`.ids`                   the invocation-id rule: minted UUIDv7, or a caller's event id
+:mod:`.errors`                the one JSON error body, ``{"error": {"type", "message", …}}``
+:mod:`.durations`             ``100s``/``1m30s`` durations, the longest timeout, RFC 3339 times
+:mod:`.envelope`              the CloudEvent an agent reads on stdin, built from an HTTP request
+:mod:`.tokens`                per-invocation proxy credentials the shim signs, the gateway checks
+============================  ==========================================================
+"""
+
+from clrk_runtime.protocol.durations import MAX_TIMEOUT_S, parse_duration, rfc3339
+from clrk_runtime.protocol.envelope import Envelope, EnvelopeError, build_envelope
+from clrk_runtime.protocol.errors import error_body, error_document
+from clrk_runtime.protocol.headers import AGENT_HEADER, INVOCATION_HEADER, TIMEOUT_HEADER
+from clrk_runtime.protocol.ids import EVENT_ID_RULE, given_or_new, is_event_id, new_invocation_id
+from clrk_runtime.protocol.routes import TRACES_PATH
+from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, sign, verify
+
+__all__ = [
+    "AGENT_HEADER",
+    "EVENT_ID_RULE",
+    "INVOCATION_HEADER",
+    "MAX_TIMEOUT_S",
+    "TIMEOUT_HEADER",
+    "TRACES_PATH",
+    "Envelope",
+    "EnvelopeError",
+    "InvalidToken",
+    "ProxyClaims",
+    "build_envelope",
+    "error_body",
+    "error_document",
+    "given_or_new",
+    "is_event_id",
+    "new_invocation_id",
+    "parse_duration",
+    "rfc3339",
+    "sign",
+    "verify",
+]

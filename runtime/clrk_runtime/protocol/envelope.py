@@ -1,0 +1,240 @@
+"""The envelope an agent reads on stdin: one CloudEvents 1.0 event in structured JSON mode.
+
+One builder, one set of rules, for every producer: the ingress builds it from a caller's request
+and forwards it; the shim builds it from whatever reaches it (the ingress's envelope passes
+through unchanged, a direct call is wrapped the same way); :mod:`clrk_runtime.testing` goes
+through the shim. Pure: headers and body in, an :class:`Envelope` or an :class:`EnvelopeError`
+(answered 400) out.
+
+Three shapes come in (header names lower-cased):
+
+* **structured CloudEvent**, ``Content-Type: application/cloudevents+json`` (whatever ``ce-*``
+  headers come with it, as the CloudEvents HTTP binding says): the body is the event;
+* **binary CloudEvent**, ``ce-specversion`` and the other ``ce-*`` headers: the body is its data;
+* **anything else** becomes the ``data`` of a new event (``id`` from ``new_id()``, the
+  ``source`` given, type :data:`EVENT_TYPE`).
+
+A CloudEvent keeps its attributes and extensions; one without ``time`` gets the moment it
+arrived (the CloudEvents SDK's rule). Either way a JSON ``data`` is copied byte for byte, so
+``jq '.data'`` yields the caller's value (``""``, ``0``, ``false`` and ``null`` included); any
+other body travels as ``data_base64`` with its own ``datacontenttype``. The rules that refuse
+(each names the header or attribute at fault):
+
+* a body declared JSON (``application/json``, ``text/json``, ``*+json``, or no type at all) must
+  be one JSON value in UTF-8 (RFC 8259: not ``NaN``, no BOM): ``invalid_json``;
+* a CloudEvent must be valid for the CloudEvents SDK, of ``specversion`` 1.0, with ``id``,
+  ``source`` and ``type``, and an ``id`` that follows :data:`~clrk_runtime.protocol.ids.EVENT_ID_RULE`
+  (it names the invocation in logs, spans and proxy credentials): ``invalid_cloudevent``;
+* batches (``application/cloudevents-batch+json``) are not invocations: ``invalid_cloudevent``.
+
+The format is documented for agent authors in ``docs/envelope.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from cloudevents.conversion import to_structured
+from cloudevents.http import CloudEvent, from_http
+
+from clrk_runtime.protocol.ids import EVENT_ID_RULE, is_event_id
+
+__all__ = ["EVENT_TYPE", "STRUCTURED", "Envelope", "EnvelopeError", "build_envelope"]
+
+EVENT_TYPE = "dev.clrk.invocation"
+"""``type`` of a wrapped (non-CloudEvent) request."""
+STRUCTURED = "application/cloudevents+json"
+"""The media type of a structured CloudEvent, and of the envelope itself."""
+_REQUIRED = ("id", "source", "type")
+
+
+class EnvelopeError(ValueError):
+    """The request cannot become an envelope; ``kind`` is the error body's ``type``."""
+
+    def __init__(self, kind: Literal["invalid_json", "invalid_cloudevent"], message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    event_id: str
+    """The CloudEvent's ``id``: the caller's for a CloudEvent, else the ``new_id()`` it was given."""
+    body: bytes
+    """CloudEvents structured JSON, written to the agent's stdin."""
+    wrapped: bool
+    """True when the request was not a CloudEvent and the event was made here."""
+
+
+def _media(content_type: str) -> str:
+    """The media type, lower-cased (it is case-insensitive), without parameters."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _is_json_type(content_type: str) -> bool:
+    media = _media(content_type)
+    return media in ("", "application/json", "text/json") or media.endswith("+json")
+
+
+def build_envelope(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    new_id: Callable[[], str],
+    source: str,
+    now: datetime | None = None,
+) -> Envelope:
+    """The envelope for one request (``headers`` with lower-cased names).
+
+    ``new_id`` names a wrapped request (it is called only then); ``source`` is the wrapped event's
+    ``source`` (which part of clrk made it). ``now`` is for tests.
+    """
+    media = _media(headers.get("content-type", ""))
+    if media == STRUCTURED:
+        return _structured(headers, body)
+    if media.startswith("application/cloudevents"):
+        raise EnvelopeError(
+            "invalid_cloudevent",
+            f"header Content-Type: {media} is not an invocation; send one event as {STRUCTURED}",
+        )
+    if "ce-specversion" in headers:
+        return _binary(headers, body)
+    return _wrap(headers, body, new_id(), source, now)
+
+
+def _wrap(headers: Mapping[str, str], body: bytes, event_id: str, source: str, now: datetime | None) -> Envelope:
+    """A new event around the request's body, written as a caller's event is (so that passing it
+    through again gives the same bytes)."""
+    content_type = headers.get("content-type", "")
+    when = (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
+    attributes = {"id": event_id, "source": source, "type": EVENT_TYPE, "time": when}
+    if _is_json_type(content_type):
+        data = _json_value(body, "the body")
+        event = CloudEvent({**attributes, "datacontenttype": content_type or "application/json"})
+        return _encode(event, data, wrapped=True)
+    return _encode(CloudEvent({**attributes, "datacontenttype": content_type}, bytes(body)), None, wrapped=True)
+
+
+def _binary(headers: Mapping[str, str], body: bytes) -> Envelope:
+    """A binary-mode CloudEvent: attributes in ``ce-*`` headers, the body is its data."""
+    for name in _REQUIRED:
+        if not headers.get(f"ce-{name}"):
+            raise EnvelopeError("invalid_cloudevent", f"binary CloudEvent: header ce-{name} is required")
+    event = _validated(headers, body, "binary CloudEvent", "header ce-id")
+    content_type = headers.get("content-type", "")
+    data: bytes | None = None
+    if body and _is_json_type(content_type):
+        data = _json_value(body, "the binary CloudEvent's body")
+    elif body:  # not JSON: the exact bytes, which the SDK writes as data_base64
+        event.data = bytes(body)
+    else:
+        event.data = None
+    return _encode(event, data)
+
+
+def _structured(headers: Mapping[str, str], body: bytes) -> Envelope:
+    """A structured-mode CloudEvent: the body is the event, its ``data`` member kept as written."""
+    try:
+        document = json.loads(body.decode("utf-8"), parse_constant=_not_json)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise EnvelopeError("invalid_json", f"structured CloudEvent: the body is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise EnvelopeError("invalid_cloudevent", "structured CloudEvent: the body must be a JSON object")
+    for name in ("specversion", *_REQUIRED):
+        if not isinstance(document.get(name), str) or not document[name]:
+            raise EnvelopeError("invalid_cloudevent", f"structured CloudEvent: attribute {name} is required")
+    # The SDK compares the content type case-sensitively and takes ce-* headers over the body.
+    sdk_headers = {"content-type": STRUCTURED}
+    event = _validated(sdk_headers, body, "structured CloudEvent", "attribute id")
+    return _encode(event, _data_member(body))
+
+
+def _validated(headers: Mapping[str, str], body: bytes, mode: str, id_field: str) -> CloudEvent:
+    try:
+        event = from_http(dict(headers), body)
+    except Exception as exc:  # the SDK raises a zoo of types, AttributeError and TypeError included
+        raise EnvelopeError("invalid_cloudevent", f"{mode}: {exc}") from None
+    if event["specversion"] != "1.0":
+        raise EnvelopeError("invalid_cloudevent", f"{mode}: specversion must be 1.0")
+    if not is_event_id(str(event["id"])):
+        raise EnvelopeError("invalid_cloudevent", f"{mode}: {id_field}: expected {EVENT_ID_RULE}")
+    return event
+
+
+def _encode(event: CloudEvent, data: bytes | None, *, wrapped: bool = False) -> Envelope:
+    """``event`` in structured mode, with ``data`` (its exact JSON text) when given.
+
+    The SDK validates the event and writes its attributes; the data member is written here, from
+    the caller's bytes, because the SDK does not keep it (measured with cloudevents 1.12):
+    ``from_http`` turns data ``""`` into None and drops ``null``, in both modes; a binary body
+    ``0``, ``true`` or ``"x"`` sent as ``text/csv`` became JSON data instead of ``data_base64``;
+    and ``to_structured`` re-serialises numbers (``1e400`` became ``Infinity``, which is not JSON).
+    """
+    event_id = str(event["id"])
+    if data is None:
+        _, structured = to_structured(event)
+        return Envelope(event_id, structured, wrapped)
+    event.data = None
+    _, attributes = to_structured(event)  # a JSON object without data: '{"specversion": ..., ...}'
+    attributes = attributes.rstrip()
+    return Envelope(event_id, attributes[:-1] + b', "data": ' + data + b"}", wrapped)
+
+
+def _json_value(body: bytes, what: str) -> bytes:
+    """``body`` stripped, when it is one JSON value in UTF-8 (RFC 8259); else ``invalid_json``.
+
+    Python's parser also takes ``NaN`` and ``Infinity`` and guesses UTF-16 and BOMs: copied into
+    the envelope those would make it invalid JSON, so they are refused here.
+    """
+    try:
+        json.loads(body.decode("utf-8"), parse_constant=_not_json)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise EnvelopeError(
+            "invalid_json",
+            f"{what} is not JSON ({exc}), as header Content-Type says it is; send JSON or set Content-Type",
+        ) from None
+    return body.strip()
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, at: int) -> int:
+    match = _SPACE.match(text, at)
+    return match.end() if match else at
+
+
+def _data_member(document: bytes) -> bytes | None:
+    """The exact text of a structured event's top-level ``data`` member; None when it has none.
+
+    None too when the event has ``data_base64`` (the SDK's encoding is kept then). The standard
+    library's decoder reads each key and value (``raw_decode`` tells where a value ends); this
+    walks only the top-level object of a document already known to be one. A key given twice
+    counts once, the last one, as in ``json.loads``.
+    """
+    text = document.decode("utf-8")
+    members: dict[str, str] = {}
+    at = _skip_space(text, _skip_space(text, 0) + 1)  # past the opening brace
+    while text[at : at + 1] != "}":
+        key, at = _DECODER.raw_decode(text, at)
+        at = _skip_space(text, at)
+        start = _skip_space(text, at + 1)  # past the colon
+        _, at = _DECODER.raw_decode(text, start)
+        members[key] = text[start:at]
+        at = _skip_space(text, at)
+        if text[at : at + 1] == ",":
+            at = _skip_space(text, at + 1)
+    if "data" not in members or "data_base64" in members:
+        return None
+    return members["data"].encode()

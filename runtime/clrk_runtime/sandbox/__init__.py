@@ -1,0 +1,11 @@
+"""Sandboxes: where one invocation's processes run, and everything they leave is removed.
+
+:mod:`.sandboxes` (a sandbox's life: made, launched, killed, removed), :mod:`.layouts` (the
+bubblewrap command line and the stub scripts, pure), :mod:`.backends` (bubblewrap or plain),
+:mod:`.uids` (a host uid of its own per sandbox), :mod:`.reaping` (what a plain sandbox left),
+:mod:`.relay` (the egress socket a bubblewrap sandbox reaches the gateway through).
+"""
+
+from clrk_runtime.sandbox.sandboxes import Sandbox, SandboxKind, SandboxSpec, create_sandbox
+
+__all__ = ["Sandbox", "SandboxKind", "SandboxSpec", "create_sandbox"]

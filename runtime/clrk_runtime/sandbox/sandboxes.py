@@ -1,0 +1,382 @@
+"""One sandbox's life on the host: make it, hand it an invocation, kill it, remove it.
+
+A :class:`Sandbox` is a stub process (see :mod:`clrk_runtime.sandbox.layouts`) plus its private host
+directory; a cold plain sandbox has no stub: the agent is started directly when its invocation
+comes. Every process is started by the spawner (:mod:`clrk_runtime.launching.spawner`). Killing is always
+of the whole tree: for bubblewrap the pid namespace dies with its init (``--die-with-parent``);
+with a host uid of its own (the shim is root) every process of that uid is killed when the first
+one is reaped; otherwise the process group gets SIGKILL (and, after a deadline, every process
+left in the sandbox's session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import re
+import shutil
+import signal
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from clrk_runtime.launching.spawner import Child, Launch, Spawner, ended, start_child
+from clrk_runtime.sandbox.layouts import BWRAP_PATHS, PROXY_PORT, SandboxPaths, bwrap_argv, launch_script, stub_script
+from clrk_runtime.sandbox.reaping import group_exists, kill_leftovers
+from clrk_runtime.sandbox.uids import HostIds
+from clrk_runtime.settings import RuntimeSettings
+
+__all__ = ["Sandbox", "SandboxKind", "SandboxSpec", "create_sandbox"]
+
+SandboxKind = Literal["bwrap", "plain"]
+_log = logging.getLogger(__name__)
+NOBODY = 65534
+"""The uid and gid an agent sees inside bubblewrap, whatever its host uid."""
+_CHILD_PID = re.compile(rb'"child-pid"\s*:\s*(\d+)')
+_GONE_WITHIN = 2.0
+"""Seconds a killed namespace may take to go."""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    """What every sandbox of one runtime shares."""
+
+    kind: SandboxKind
+    settings: RuntimeSettings
+    root: Path
+    """The shim's private temp root (mode 0711); each sandbox gets one directory in it."""
+    relay_socket: Path | None
+    """Unix socket bridged to the egress proxy (bubblewrap only)."""
+    drop_privileges: bool
+    """Run as ``settings.sandbox_uid`` (the shim is root)."""
+    spawner: Spawner
+    """Starts every sandbox's first process (the shim's loop never forks)."""
+    ids: HostIds | None = None
+    """The uids sandboxes run as, one each (when ``drop_privileges``)."""
+
+
+@dataclass(eq=False)
+class Sandbox:
+    spec: SandboxSpec
+    process: Child | None
+    """None for a cold plain sandbox until :meth:`launch` starts the agent itself."""
+    directory: str
+    """The sandbox's host directory (plain strings here: pathlib showed up in profiles)."""
+    control: int
+    """Write end of the stub's control pipe; closed once the invocation's script is sent."""
+    paths: SandboxPaths
+    warm: bool = False
+    info: int = -1
+    """bubblewrap only: read end of ``--info-fd``, where bwrap writes the namespace init's pid."""
+    uid: int | None = None
+    """The host uid (and gid) this sandbox alone runs as, when the shim is root."""
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def kind(self) -> SandboxKind:
+        return self.spec.kind
+
+    @property
+    def response_headers_file(self) -> str:
+        return f"{self.directory}/meta/headers"
+
+    async def launch(self, env: Mapping[str, str], command: Sequence[str]) -> Child:
+        """Run ``command`` in exactly ``env``, in the work dir; the agent's process.
+
+        A waiting stub gets it as a script (see :func:`~clrk_runtime.sandbox.layouts.launch_script`;
+        a pipe write well under PIPE_BUF: it does not block). A cold plain sandbox has no stub:
+        the spawner makes its dirs and starts the agent itself, one exec instead of two. A
+        program that cannot be started raises :class:`OSError` (the stub's shell would have
+        exited 127 or 126).
+        """
+        if self.process is None:
+            self.process = await start_child(self.spec.spawner, self._direct(env, command))
+            return self.process
+        try:
+            os.write(self.control, launch_script(env, command, self.paths.work))
+        except BrokenPipeError:
+            pass  # the stub died while waiting: the run ends at once and reports its exit code
+        finally:
+            self._close_control()
+        return self.process
+
+    def _direct(self, env: Mapping[str, str], command: Sequence[str]) -> Launch:
+        names = ("home", "tmp", "work", "meta")
+        return Launch(
+            argv=command,
+            env=env,
+            cwd=self.paths.work,
+            executable=None,  # looked up on the env's PATH, as exec would
+            dirs=(self.directory, *(f"{self.directory}/{name}" for name in names)),
+            uid=self.uid,
+            gid=self.uid,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the sandbox's process group; safe to call more than once, or after it ended.
+
+        For bubblewrap that is the outer bwrap and the pid namespace's init, whose death takes
+        every process in the namespace with it: nothing can escape. For the plain backend it is
+        every process that kept the agent's group; see :meth:`close` for those that left it.
+        """
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def close(self, *, sweep_session: bool = False) -> None:
+        """Kill what is left, reap the stub, remove the directory: nothing stays behind.
+
+        bubblewrap: returns once the pid namespace is gone. With a uid of its own (the shim is
+        root), every other process of that uid was killed before the spawner reported the first
+        one's exit, wherever it went (see the spawner's ``_sweep``). Plain without
+        (the shim is not root): every process left in its group, and with ``sweep_session``
+        (used after a deadline) in its session, found by a scan of /proc; a daemon that called
+        ``setsid()`` escapes that.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._close_control()
+        self.kill()
+        if self.process is None:  # never launched
+            pass
+        else:
+            await self._end(self.process, sweep_session)
+        await _remove(self.directory)
+        if self.uid is not None and self.spec.ids is not None:
+            self.spec.ids.give_back(self.uid)
+            self.uid = None
+
+    async def _end(self, process: Child, sweep_session: bool) -> None:
+        await process.wait()
+        process.close_pipes()
+        if self.kind == "bwrap":
+            await self._namespace_gone()
+        elif self.uid is None:
+            pid = process.pid
+            if sweep_session or group_exists(pid):
+                # Rare (a background child outlived the agent): scan /proc, off the event loop.
+                await asyncio.to_thread(kill_leftovers, pid, sweep_session)
+
+    async def _namespace_gone(self) -> None:
+        """Wait until the pid namespace's init has ended: by then every process in it has.
+
+        The outer bwrap reports the agent's exit before its init has finished tearing the
+        namespace down; the init (in our process group, SIGKILLed above, and with
+        ``--die-with-parent``) is watched through a pidfd, as a zombie it no longer counts.
+        """
+        try:
+            info = os.read(self.info, 4096) if self.info >= 0 else b""
+        except BlockingIOError:
+            info = b""  # bwrap died before telling: its init, if any, has PDEATHSIG
+        finally:
+            if self.info >= 0:
+                os.close(self.info)
+                self.info = -1
+        match = _CHILD_PID.search(info)
+        if match is not None:
+            try:
+                async with asyncio.timeout(_GONE_WITHIN):
+                    await ended(int(match.group(1)))
+            except TimeoutError:
+                _log.warning("sandbox %s: namespace init still alive after SIGKILL", self.directory)
+
+    def _close_control(self) -> None:
+        if self.control >= 0:
+            os.close(self.control)
+            self.control = -1
+
+
+def _entries(folder: str) -> tuple[tuple[str, str | None], ...]:
+    """Each name in ``folder``, with its target when it is a symlink."""
+    entries = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        entries.append((name, os.readlink(path) if os.path.islink(path) else None))
+    return tuple(entries)
+
+
+@functools.cache
+def _root_entries() -> tuple[tuple[str, str | None], ...]:
+    """The host's ``/`` (listed once)."""
+    return _entries("/")
+
+
+@functools.cache
+def _needs_own_root(binds: tuple[str, ...]) -> bool:
+    """Whether a bind's DEST is missing on the host, so that bwrap must create its mount point
+    (impossible under a read-only bind of the host's ``/``)."""
+    return any(not os.path.lexists(pair.partition(":")[2]) for pair in binds)
+
+
+_PRIVATE_TOPS = ("/tmp", "/run")  # noqa: S108 - each sandbox gets its own tmpfs here
+
+
+@functools.cache
+def _exposed(entrypoint: tuple[str, ...], path: str, shim_root: str) -> tuple[str, ...]:
+    """Read-only binds that keep the agent's own program and tools visible when they live
+    under ``/tmp`` or ``/run``, which every sandbox replaces with its own tmpfs (a checkout or a
+    virtualenv in /tmp, as in CI). The folder right below ``/tmp`` holding each is bound back;
+    the shim's own temp root never is.
+    """
+    wanted = []
+    for place in [*entrypoint, *path.split(os.pathsep)]:
+        if not place.startswith("/"):
+            continue
+        for candidate in {place, os.path.realpath(place)}:
+            for top in _PRIVATE_TOPS:
+                rest = candidate[len(top) + 1 :].split("/", 1)[0] if candidate.startswith(top + "/") else ""
+                folder = f"{top}/{rest}"
+                if rest and os.path.isdir(folder) and not shim_root.startswith(folder):
+                    wanted.append(f"{folder}:{folder}")
+    return tuple(dict.fromkeys(wanted))
+
+
+@functools.cache
+def _shadows(binds: tuple[str, ...]) -> tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...]:
+    """Host folders to rebuild on a tmpfs so that a bind can create its mount point there.
+
+    A bind's DEST that the host lacks needs a writable parent: the deepest folder of DEST that
+    the host has (below ``/``, which is already bwrap's own tmpfs) is rebuilt from its entries,
+    one bind each. Listed once per set of binds.
+    """
+    folders = set()
+    for pair in binds:
+        dest = os.path.normpath(pair.partition(":")[2])
+        if not dest.startswith("/") or os.path.lexists(dest):
+            continue
+        parent = os.path.dirname(dest)
+        while parent != "/" and not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        top = parent.split("/")[1] if parent != "/" else ""
+        if parent != "/" and top not in {"tmp", "run", "proc", "dev"}:
+            folders.add(parent)
+    return tuple((folder, _entries(folder)) for folder in sorted(folders, key=lambda f: (f.count("/"), f)))
+
+
+def _plain_paths(directory: str, settings: RuntimeSettings) -> SandboxPaths:
+    return SandboxPaths(
+        home=f"{directory}/home",
+        tmp=f"{directory}/tmp",  # noqa: S108 - the sandbox's private dir
+        work=f"{directory}/work",
+        response_headers=f"{directory}/meta/headers",
+        proxy=settings.egress_proxy,
+    )
+
+
+@functools.cache
+def _program(name: str, path: str) -> str:
+    """``name``'s full path on ``path`` (the spawner execs without a PATH search)."""
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not on the sandbox's PATH ({path})")
+    return found
+
+
+async def _remove(directory: str) -> None:
+    """Remove a sandbox's directory: inline when its dirs are empty (the usual case), else in a
+    thread (an agent may have left a big tree in HOME)."""
+    try:
+        with os.scandir(directory) as children:
+            for child in children:
+                with os.scandir(child.path) as entries:
+                    for entry in entries:
+                        os.unlink(entry.path)  # IsADirectoryError: not the simple case
+                os.rmdir(child.path)
+        os.rmdir(directory)
+    except FileNotFoundError:
+        return
+    except OSError:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+
+async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
+    """Have the spawner make a sandbox's directories and start its waiting process, which
+    execs the invocation handed over by :meth:`Sandbox.launch`. A cold plain sandbox (made for
+    the invocation at hand) is only reserved here: :meth:`Sandbox.launch` starts it."""
+    settings = spec.settings
+    directory = f"{spec.root}/{uuid.uuid4().hex}"
+    plain = spec.kind == "plain"
+    names = ("home", "tmp", "work", "meta") if plain else ("meta",)
+    uid = spec.ids.take() if spec.ids is not None else None
+    if plain and not warm:
+        return Sandbox(spec, None, directory, -1, _plain_paths(directory, settings), uid=uid)
+    dirs = (directory, *(f"{directory}/{name}" for name in names))
+    control_read, control = os.pipe()
+    info_read, info_write = os.pipe() if not plain else (-1, -1)
+    if uid is not None:
+        os.fchown(control_read, uid, uid)  # the stub reopens it
+    if plain:
+        paths = _plain_paths(directory, settings)
+        launch = Launch(
+            argv=["sh", "-c", stub_script(3, proxy_bridge=False)],
+            executable=_program("sh", settings.agent_path),
+            env={"PATH": settings.agent_path},
+            cwd=directory,
+            dirs=dirs,
+            fds=(3,),
+            extra=(control_read,),
+            uid=uid,
+            gid=uid,
+        )
+    else:
+        bridge = spec.relay_socket is not None
+        argv = bwrap_argv(
+            stub=stub_script(3, proxy_bridge=bridge),
+            meta_dir=f"{directory}/meta",
+            hide=[str(spec.root)],
+            binds=[*settings.binds, *_exposed(tuple(settings.command[:1]), settings.agent_path, str(spec.root))],
+            relay_socket=str(spec.relay_socket) if bridge else None,
+            uid=NOBODY,
+            gid=NOBODY,
+            path=settings.agent_path,
+            root_entries=_root_entries() if _needs_own_root(tuple(settings.binds)) else None,
+            shadows=_shadows(tuple(settings.binds)),
+            info_fd=4,
+        )
+        paths = SandboxPaths(
+            home=BWRAP_PATHS["home"],
+            tmp=BWRAP_PATHS["tmp"],
+            work=BWRAP_PATHS["work"],
+            response_headers=BWRAP_PATHS["meta"] + "/headers",
+            proxy=f"127.0.0.1:{PROXY_PORT}" if bridge else None,
+        )
+        launch = Launch(
+            cwd=directory,
+            argv=argv,
+            executable=_program(argv[0], settings.agent_path),
+            env={"PATH": settings.agent_path},
+            dirs=dirs,
+            fds=(3, 4),
+            extra=(control_read, info_write),
+            uid=uid,
+            gid=uid,
+        )
+    try:
+        process = await start_child(spec.spawner, launch)
+    except BaseException as exc:
+        os.close(control)
+        if info_read >= 0:
+            os.close(info_read)
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        if uid is not None and spec.ids is not None:
+            if isinstance(exc, OSError):  # the spawner could not start it: nothing runs as uid
+                spec.ids.give_back(uid)
+            else:
+                # Cancelled, or the spawner died: the stub may have started all the same, and
+                # its uid is free only once its exit was reported. Rare, and the range holds
+                # thousands: set it aside.
+                _log.warning("sandbox uid %s set aside: its sandbox may have started", uid)
+        raise
+    finally:
+        os.close(control_read)
+        if info_write >= 0:
+            os.close(info_write)
+    if info_read >= 0:
+        os.set_blocking(info_read, False)
+    return Sandbox(spec, process, directory, control, paths, warm=warm, info=info_read, uid=uid)

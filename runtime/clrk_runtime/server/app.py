@@ -1,0 +1,119 @@
+"""The shim's HTTP face: a small ASGI app over one :class:`AgentRuntime`.
+
+``POST`` (any path) invokes the agent. Knative's probes: ``GET /healthz`` (or ``/livez``) answers
+200 while the process serves; ``GET /readyz`` answers 200 only once the warm pool is filled, and 503 again when
+draining. With ``lifespan=True`` the app starts and stops (drains) the runtime with the server.
+
+This is what ``clrk-shim`` serves by default; ``clrk-shim --server functions-framework`` serves
+the same runtime through functions-framework instead (:mod:`clrk_runtime.server.functions`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from clrk_runtime.invocation.outcomes import Response, error_response, request_too_large
+from clrk_runtime.protocol.headers import INVOCATION_HEADER
+from clrk_runtime.protocol.ids import given_or_new, new_invocation_id
+from clrk_runtime.service.runtime import AgentRuntime
+
+__all__ = ["Message", "Receive", "Scope", "Send", "ShimApp", "run_lifespan"]
+
+_log = logging.getLogger(__name__)
+_PROBES = ("/healthz", "/livez", "/readyz")
+_INVOCATION = INVOCATION_HEADER.lower()
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class ShimApp:
+    def __init__(self, runtime: AgentRuntime, *, lifespan: bool = True) -> None:
+        self.runtime = runtime
+        self.lifespan = lifespan
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await run_lifespan(self.runtime if self.lifespan else None, receive, send)
+        elif scope["type"] == "http":
+            response = await self.respond(scope["method"], scope["path"], scope["headers"], receive)
+            await _send(send, response)
+
+    async def respond(
+        self, method: str, path: str, raw_headers: Iterable[tuple[bytes, bytes]], receive: Receive
+    ) -> Response:
+        """The answer to one request (``receive`` yields its body); never raises."""
+        try:
+            return await self._respond(method, path, raw_headers, receive)
+        except Exception:
+            # A bug of ours, not the agent's: still the platform's error shape and an id.
+            _log.exception("unexpected error while serving %s %s", method, path)
+            return error_response(500, "internal", "the shim failed; see its log", new_invocation_id())
+
+    async def _respond(
+        self, method: str, path: str, raw_headers: Iterable[tuple[bytes, bytes]], receive: Receive
+    ) -> Response:
+        if method in ("GET", "HEAD") and path in _PROBES:
+            ready = path != "/readyz" or self.runtime.ready
+            body = json.dumps({"ready": self.runtime.ready}).encode()
+            return Response(200 if ready else 503, body, [("Content-Type", "application/json")])
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+        if method != "POST":
+            invocation_id = given_or_new(headers.get(_INVOCATION))
+            return error_response(405, "method_not_allowed", "invoke the agent with POST", invocation_id)
+        try:
+            body = await _read_body(receive, self.runtime.settings.stdin_cap, headers)
+        except _TooLarge:
+            return request_too_large(given_or_new(headers.get(_INVOCATION)), self.runtime.settings.stdin_cap)
+        return await self.runtime.handle(headers, body)
+
+
+async def run_lifespan(runtime: AgentRuntime | None, receive: Receive, send: Send) -> None:
+    """ASGI lifespan: start ``runtime`` with the server, drain and stop it at shutdown (None: neither)."""
+    while True:
+        message = await receive()
+        kind = message["type"]
+        try:
+            if kind == "lifespan.startup" and runtime is not None:
+                await runtime.start()
+            elif kind == "lifespan.shutdown" and runtime is not None:
+                await runtime.stop()
+        except Exception as exc:
+            await send({"type": f"{kind}.failed", "message": str(exc)})
+            raise
+        await send({"type": f"{kind}.complete"})
+        if kind == "lifespan.shutdown":
+            return
+
+
+async def _read_body(receive: Receive, cap: int, headers: dict[str, str]) -> bytes:
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(send: Send, response: Response) -> None:
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in response.headers]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

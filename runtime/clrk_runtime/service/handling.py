@@ -1,0 +1,101 @@
+"""One invocation from envelope to answer, inside its span.
+
+Continues the caller's trace (``traceparent``), hands the invocation span's own ``TRACEPARENT``
+to the agent, signs its proxy token, and records what a trace reader needs: invocation id, agent,
+sandbox kind, warm or cold, exit code, duration and the tail of stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from clrk_runtime.invocation.environment import agent_environment
+from clrk_runtime.invocation.outcomes import Response, error_response, map_outcome
+from clrk_runtime.invocation.running import StderrTail, run_invocation
+from clrk_runtime.protocol.tokens import ProxyClaims, sign
+from clrk_runtime.service.pool import SandboxPool
+from clrk_runtime.settings import RuntimeSettings
+
+__all__ = ["TOKEN_GRACE", "serve_invocation"]
+
+TOKEN_GRACE = 5.0
+"""Seconds a proxy token outlives its invocation's deadline."""
+
+
+async def serve_invocation(
+    pool: SandboxPool,
+    settings: RuntimeSettings,
+    *,
+    headers: Mapping[str, str],
+    invocation_id: str,
+    envelope: bytes,
+    token_key: bytes | None,
+    time_limit: float,
+    tracer: trace.Tracer,
+) -> Response:
+    """Run one invocation and map its outcome; raises :class:`~clrk_runtime.service.pool.NoCapacity`."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + time_limit
+    wall_deadline = time.time() + time_limit
+    context = propagate.extract(headers)
+    attributes: dict[str, str | float] = {
+        "clrk.invocation.id": invocation_id,
+        "clrk.agent": settings.agent,
+        "clrk.sandbox.kind": pool.spec.kind,
+        "clrk.timeout_s": time_limit,
+    }
+    with tracer.start_as_current_span(
+        "clrk.invocation", context=context, kind=SpanKind.SERVER, attributes=attributes
+    ) as span:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        traceparent = carrier.get("traceparent", "")
+        try:
+            async with asyncio.timeout_at(deadline):
+                sandbox = await pool.acquire()
+        except TimeoutError:
+            span.set_status(Status(StatusCode.ERROR, "deadline passed while queued"))
+            return error_response(504, "deadline_exceeded", "the deadline passed while queued", invocation_id)
+        span.set_attribute("clrk.sandbox.warm", sandbox.warm)
+        tail = StderrTail(settings.stderr_tail)
+        try:
+            token = None
+            if token_key is not None and sandbox.paths.proxy is not None:
+                claims = ProxyClaims(invocation_id, settings.agent, wall_deadline + TOKEN_GRACE, traceparent)
+                token = sign(claims, token_key)
+            env = agent_environment(
+                settings,
+                sandbox.paths,
+                invocation_id=invocation_id,
+                deadline=wall_deadline,
+                traceparent=traceparent,
+                proxy_token=token,
+            )
+            result = await run_invocation(
+                sandbox,
+                env=env,
+                command=settings.command,
+                stdin=envelope,
+                invocation_id=invocation_id,
+                deadline=deadline,
+                stdout_cap=settings.stdout_cap,
+                stderr_tail=tail,
+            )
+        finally:
+            pool.release()
+        response = map_outcome(result, invocation_id, time_limit)
+        span.set_attribute("clrk.duration_ms", round((loop.time() - started) * 1000, 3))
+        span.set_attribute("http.response.status_code", response.status)
+        if result.exit_code is not None:
+            span.set_attribute("clrk.exit_code", result.exit_code)
+        if stderr := tail.text():
+            span.set_attribute("clrk.stderr_tail", stderr)
+        if response.status >= 500:
+            span.set_status(Status(StatusCode.ERROR, response.body.decode("utf-8", "replace")))
+        return response
