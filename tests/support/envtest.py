@@ -27,10 +27,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from clrk.manifests.documents import dump_all
 from tests.support.tlsca import TestCA
 
 __all__ = ["EnvTest", "binaries_dir", "missing_binaries"]
@@ -149,7 +149,7 @@ class EnvTest:
         self.url = f"https://127.0.0.1:{secure}"
         self._wait_ready(ca.cert_path, timeout)
         self.kubeconfig = self.root / "kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump(self._kubeconfig(ca.cert_path)))
+        self.kubeconfig.write_text(dump_all([self._kubeconfig(ca.cert_path)]))
 
     def _kubeconfig(self, ca_path: Path) -> dict[str, object]:
         return {

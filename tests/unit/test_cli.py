@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from clrk.cli.options import settings_from
 from clrk.dev.settings import DevSettings
+from clrk.manifests.documents import load_all
 
 REPO = Path(__file__).resolve().parents[2]
 JQ_BOT = REPO / "examples" / "jq-bot" / "manifests"
@@ -24,7 +24,7 @@ def clrk(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 def test_render_jq_bot() -> None:
     result = clrk("render", "-f", str(JQ_BOT))
     assert result.returncode == 0, result.stderr
-    objects = list(yaml.safe_load_all(result.stdout))
+    objects = load_all(result.stdout)
     service = objects[0]
     assert service["kind"] == "Service"
     assert service["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
@@ -74,7 +74,7 @@ def test_every_command_has_help(command: str) -> None:
 
 
 def test_crds_and_version() -> None:
-    crds = list(yaml.safe_load_all(clrk("crds").stdout))
+    crds = load_all(clrk("crds").stdout)
     assert {c["spec"]["names"]["kind"] for c in crds} == {
         "TaskAgent",
         "CredentialInjectionPolicy",

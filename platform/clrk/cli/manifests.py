@@ -6,10 +6,10 @@ import sys
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from clrk.api.crds import all_crds
 from clrk.manifests import Bundle, compile_bundle, load_bundle
+from clrk.manifests.documents import dump_all
 
 PathsOption = Annotated[
     list[str],
@@ -22,7 +22,7 @@ PathsOption = Annotated[
 
 
 def dump_yaml(objects: list[dict[str, Any]]) -> str:
-    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
+    return dump_all(objects)
 
 
 def _load(paths: list[str]) -> Bundle:

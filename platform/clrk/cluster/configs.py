@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import certifi
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from clrk.api.crds import all_crds
 from clrk.errors import ClusterError
+from clrk.manifests.documents import load_all
 from clrk.manifests.policies import SYSTEM_NAMESPACE
 
 __all__ = [
@@ -49,7 +49,7 @@ def config_dir() -> Path:
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    return load_all(path.read_text(encoding="utf-8"))
 
 
 @cache

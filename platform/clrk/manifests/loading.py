@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
 from clrk.errors import SpecError
+from clrk.manifests.documents import YAMLError, load_all
 
 __all__ = ["STDIN", "RawDocument", "load_documents"]
 
@@ -47,8 +46,8 @@ def _yaml_files(folder: Path) -> list[Path]:
 
 def _parse(text: str, source: str, base_dir: Path) -> list[RawDocument]:
     try:
-        bodies = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as exc:
+        bodies = load_all(text)
+    except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)

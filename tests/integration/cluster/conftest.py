@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from clrk.cluster import Cluster, connect
 from clrk.cluster.installing import wait_established
+from clrk.manifests.documents import load_all
 from tests.support.envtest import EnvTest, missing_binaries
 from tests.support.kube import Kube
 
@@ -46,7 +46,7 @@ def knative_crds() -> list[dict[str, Any]]:
 
     out = []
     for path in sorted(SHARED_CRDS.glob("*.yaml")):
-        out += [strip(doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+        out += [strip(doc) for doc in load_all(path.read_text()) if doc]
     assert out, f"no Knative CRDs in {SHARED_CRDS}"
     return out
 

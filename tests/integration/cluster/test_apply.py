@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from clrk.errors import ClusterError
+from clrk.manifests.documents import dump_all, load_all
 from tests.support.kube import Kube, cli_app, write_agent
 
 KSVC = ("serving.knative.dev/v1", "Service")
@@ -110,7 +110,7 @@ def test_dry_run_changes_nothing(kube: Kube, namespace: str, tmp_path: Path, mod
 def test_server_side_rejection_is_shown(kube: Kube, namespace: str, tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Not_A_Name", "namespace": namespace}}
-    path.write_text(yaml.safe_dump(bad))
+    path.write_text(dump_all([bad]))
     result = kube.clrk("apply", "-f", str(path), ok=False)
     assert isinstance(result.exception, ClusterError)
     message = str(result.exception)
@@ -146,10 +146,10 @@ def test_install_is_idempotent_and_sets_knative_flags(kube: Kube) -> None:
 
 
 def test_unreachable_cluster_says_so(tmp_path: Path, kube: Kube) -> None:
-    config = yaml.safe_load(Path(kube.kubeconfig).read_text())
+    config = load_all(Path(kube.kubeconfig).read_text())[0]
     config["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:1"
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(dump_all([config]))
     failed = CliRunner().invoke(cli_app(), ["get", "ta", "--kubeconfig", str(path)])
     assert isinstance(failed.exception, ClusterError)
     assert "cannot reach the cluster at https://127.0.0.1:1" in str(failed.exception)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import typer
-import yaml
 from typer.testing import CliRunner, Result
 
 from clrk.cli import cluster as commands
 from clrk.errors import BuildError, SpecError
+from clrk.manifests.documents import load_all
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -31,7 +31,7 @@ def test_client_dry_run_compiles_without_a_cluster() -> None:
 
 def test_install_render_prints_the_platform() -> None:
     result = run("install", "--render")
-    docs = list(yaml.safe_load_all(result.output))
+    docs = load_all(result.output)
     assert docs[0]["kind"] == "CustomResourceDefinition"
     assert any(d["kind"] == "Deployment" and d["metadata"]["name"] == "clrk-egress" for d in docs)
 

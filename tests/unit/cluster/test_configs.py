@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from clrk.api.crds import all_crds, crd_filename
 from clrk.cluster.configs import agent_namespace_objects, ca_objects, config_dir, install_objects, knative_features
+from clrk.manifests.documents import load_all
 
 CONFIG = Path(__file__).resolve().parents[3] / "platform" / "config"
 
 
 def test_kustomization_lists_every_resource_file_and_they_exist() -> None:
-    kustomization = yaml.safe_load((CONFIG / "kustomization.yaml").read_text())
+    kustomization = load_all((CONFIG / "kustomization.yaml").read_text())[0]
     listed = set(kustomization["resources"])
     assert {f"crds/{crd_filename(c)}" for c in all_crds()} <= listed
     assert all((CONFIG / entry).is_file() for entry in listed)

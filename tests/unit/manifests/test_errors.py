@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from clrk.errors import SpecError
 from clrk.manifests import load_bundle
+from clrk.manifests.documents import dump_all
 
 AGENT: dict[str, Any] = {
     "apiVersion": "clrk.dev/v1alpha1",
@@ -27,7 +27,7 @@ def _agent(**spec: Any) -> dict[str, Any]:
 
 def _write(tmp_path: Path, *docs: Any, name: str = "agents.yaml") -> Path:
     path = tmp_path / name
-    path.write_text(yaml.safe_dump_all(docs))
+    path.write_text(dump_all(docs))
     return path
 
 
@@ -157,7 +157,7 @@ def test_folder_recursive_multi_document_and_stdin(tmp_path: Path) -> None:
     _write(nested, AGENT, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
     other = {**AGENT, "metadata": {"name": "other"}}
     (tmp_path / "ignored.txt").write_text("not yaml: [")
-    stdin = io.StringIO(yaml.safe_dump(other))
+    stdin = io.StringIO(dump_all([other]))
     bundle = load_bundle([str(tmp_path), "-"], stdin=stdin)
     assert [a.metadata.name for a in bundle.manifests.agents] == ["bot", "other"]
     assert bundle.manifests.passthrough == [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]

@@ -9,9 +9,9 @@ from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
 from clrk.manifests import compile_bundle, load_bundle
+from clrk.manifests.documents import load_all
 
 REPO = Path(__file__).resolve().parents[3]
 SHARED_CRDS = REPO / "tests" / "data" / "crds"
@@ -40,7 +40,7 @@ def _schema(filename: str, version: str) -> dict[str, Any]:
     path = SHARED_CRDS / filename
     if not path.exists():
         pytest.fail(f"{path} is missing: the upstream CRDs live in tests/data/crds")
-    crd = yaml.safe_load(path.read_text())
+    crd = load_all(path.read_text())[0]
     for served in crd["spec"]["versions"]:
         if served["name"] == version:
             root = served["schema"]["openAPIV3Schema"]
