@@ -4,7 +4,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck importlint envtest unit bench crds clean help
+.PHONY: install run test lint typecheck importlint envtest containers unit bench crds clean help
 
 help:
 	@echo "make run    set up, then serve examples/jq-bot with clrk dev on :18080"
@@ -43,7 +43,10 @@ importlint: install
 envtest:
 	@hack/envtest.sh --check >/dev/null 2>&1 || { echo "==> building kube-apiserver and etcd for the cluster test tier (once per machine, ~4 min)"; hack/envtest.sh >/dev/null || echo "warning: kube-apiserver could not be built here: tests/integration/cluster will skip, saying why"; }
 
-unit: install envtest
+containers:
+	@hack/containers.sh --check >/dev/null 2>&1 || { echo "==> podman, buildah and base images for the container test tier (once per machine, ~80 s)"; hack/containers.sh || echo "warning: the container tier could not be set up here: tests/containers will skip, saying why"; }
+
+unit: install envtest containers
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
 
 test: lint typecheck importlint unit

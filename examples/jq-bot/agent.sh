@@ -37,7 +37,10 @@ jq -e '.is_error == false' >/dev/null <<<"$answer" \
 filter=$(jq -er '.structured_output.filter | strings' <<<"$answer") \
   || fail model_error 'claude gave no filter (structured_output is null)'
 
-if ! output=$(jq -c "$filter" <<<"$input" 2>/tmp/jq-bot.err | jq -cs 'if length == 1 then .[0] else . end'); then
-  fail filter_error "the filter $filter does not run: $(head -c 500 /tmp/jq-bot.err)"
+# Scratch files go under $TMPDIR: private to this invocation and removed after it. (/tmp is
+# shared by the invocations of a pod and cleaned of each one's files as it ends.)
+errors="${TMPDIR:-/tmp}/jq-bot.err"
+if ! output=$(jq -c "$filter" <<<"$input" 2>"$errors" | jq -cs 'if length == 1 then .[0] else . end'); then
+  fail filter_error "the filter $filter does not run: $(head -c 500 "$errors")"
 fi
 jq -cn --arg filter "$filter" --argjson output "$output" '{filter: $filter, output: $output}'

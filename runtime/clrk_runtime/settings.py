@@ -6,11 +6,14 @@ in-process) and passed down; nothing below reads ``os.environ``.
 
 from __future__ import annotations
 
+import json
+import shlex
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from clrk_runtime.protocol.durations import MAX_TIMEOUT_S, parse_duration
 
@@ -65,6 +68,23 @@ class RuntimeSettings(BaseSettings):
     head_timeout_seconds: float = Field(10.0, gt=0)
     """Longest wait for a request head (from the connection opening, or the previous answer on
     it); a head still incomplete after it gets 408, a connection with nothing sent is closed."""
+    keep_alive_seconds: int = Field(120, ge=1)
+    """Seconds an idle keep-alive connection stays open after its last answer (uvicorn's
+    ``timeout_keep_alive``, whose own default is 5). Knative's queue-proxy keeps idle upstream
+    connections for 90 s and does not retry a POST on one the server closed: this must outlast
+    it. A request head begun on an idle connection is bounded by ``head_timeout_seconds``."""
+    python: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [sys.executable], min_length=1)
+    """The argv prefix that runs this same Python (same version, its standard library; no
+    site-packages needed). The spawner is started as
+    ``PREFIX + ["-I", "-S", <path of clrk_runtime/launching/spawn_server.py>, FD]``, FD the
+    decimal number of an inherited descriptor (a ``SOCK_SEQPACKET`` socket), with an empty
+    environment, stdin on ``/dev/null``, in a session of its own, as the shim's uid (root in a
+    pod). The prefix must ``exec`` that Python in the same process (the shim waits for that
+    pid to end) with exactly those arguments appended, keeping descriptor FD open.
+    Default: this interpreter (``sys.executable``). ``CLRK_PYTHON`` is a path, a command line
+    (split as a shell would, e.g. ``/opt/clrk/bin/clrk-shim --python``) or a JSON list: the
+    runtime image's launcher sets it where ``sys.executable`` cannot start on its own (a bundled
+    Python whose ELF interpreter the agent's image lacks)."""
     stdin_cap: int = 10 * 1024 * 1024
     """Largest request body, bytes (413 past it)."""
     stdout_cap: int = 10 * 1024 * 1024
@@ -84,6 +104,14 @@ class RuntimeSettings(BaseSettings):
                 f"warm_pool + max_concurrency + 1 ({wanted})"
             )
         return self
+
+    @field_validator("python", mode="before")
+    @classmethod
+    def _command_line(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else shlex.split(text)
+        return value
 
     @field_validator("timeout", mode="before")
     @classmethod

@@ -71,7 +71,7 @@ def test_guide_curl_through_port_forward(context: str, jq_bot: str) -> None:
         "input": [{"name": "alice", "age": 30, "role": "eng"}, {"name": "carol", "age": 25, "role": "eng"}],
         "want": "names of engineers, ascending by age",
     }
-    with port_forward(context, "svc/clrk-jq-bot", "clrk") as port:
+    with port_forward(context, "svc/clrk-default-jq-bot", "clrk") as port:
         response = httpx.post(
             f"http://127.0.0.1:{port}/", json=body, headers={"X-Clrk-TaskAgent": "default/jq-bot"}, timeout=120
         )

@@ -286,7 +286,7 @@ ROWS = [
     Row("method-get", request(method="GET", body=b""), [(405, "method_not_allowed")]),
     Row("method-delete", request(method="DELETE", body=b""), [(405, "method_not_allowed")]),
     Row("path-unknown", request(JSON, path="/invoke"), [(404, "not_found")]),
-    # -- header injection and framing the HTTP parser refuses (httpserver.py answers JSON) --
+    # -- header injection and framing the HTTP parser refuses (server/protocols.py answers JSON) --
     Row("inject-bare-cr", request(JSON, raw_headers=b"X-Evil: a\rX-Clrk-TaskAgent: default/x\r\n"), [UNFRAMED]),
     Row("inject-nul", request(JSON, raw_headers=b"X-Evil: a\x00b\r\n"), [UNFRAMED]),
     Row("inject-space-in-name", request(JSON, raw_headers=b"X Clrk-TaskAgent: default/cat\r\n"), [UNFRAMED]),

@@ -5,9 +5,13 @@ server-side applied with field managers, dry-run and 409 conflicts, exactly as a
 Nothing reconciles them, so a Knative Service never becomes Ready here.
 
 The binaries come from ``$CLRK_ENVTEST_DIR/bin`` (default ``~/.cache/clrk-envtest/bin``), built by
-``hack/envtest.sh``. The server trusts one static token (``--token-auth-file``); the kubeconfig
-written beside it trusts a throwaway CA that signed the serving certificate, so no request runs
-with TLS verification off.
+``hack/envtest.sh``. The server trusts static tokens (``--token-auth-file``): the admin's, which the
+kubeconfig written beside it holds, and one per service account named at start (what a pod's
+mounted token would be, with the same user name and groups, so RBAC applies to it as in a
+cluster); the kubeconfig trusts a throwaway CA that signed the serving certificate (for
+127.0.0.1, localhost and the address it listens on), so no request runs with TLS verification off.
+The server listens on 127.0.0.1, or on another address of this host that containers can reach
+(a podman network's gateway): etcd stays on loopback.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,6 +29,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,9 +64,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def _free_port() -> int:
+def _free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
@@ -79,11 +85,28 @@ class EnvTest:
     url: str = ""
     kubeconfig: Path = field(default_factory=Path)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    address: str = "127.0.0.1"
+    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The token of each service account named at start, by ``(namespace, name)``."""
+
+    @property
+    def ca_path(self) -> Path:
+        """The CA certificate that signed the server's (a pod's ``ca.crt``)."""
+        return self.root / "pki" / "ca.pem"
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     @classmethod
-    def start(cls, timeout: float = 60.0) -> EnvTest:
+    def start(
+        cls, timeout: float = 60.0, *, address: str = "127.0.0.1", service_accounts: Iterable[tuple[str, str]] = ()
+    ) -> EnvTest:
+        """``address``: where the API server listens; ``service_accounts``: ``(namespace, name)``
+        pairs to issue tokens for (:attr:`tokens`)."""
         base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None  # etcd fsyncs: tmpfs is fast
-        env = cls(Path(tempfile.mkdtemp(prefix="clrk-envtest-", dir=base)))
+        env = cls(Path(tempfile.mkdtemp(prefix="clrk-envtest-", dir=base)), address=address)
+        env.tokens = {account: secrets.token_hex(24) for account in service_accounts}
         try:
             env._start(timeout)
         except BaseException:
@@ -106,7 +129,7 @@ class EnvTest:
 
     def _start(self, timeout: float) -> None:
         bin_dir = binaries_dir()
-        client, peer, secure = _free_port(), _free_port(), _free_port()
+        client, peer, secure = _free_port(), _free_port(), _free_port(self.address)
         etcd_url = f"http://127.0.0.1:{client}"
         self._spawn(
             "etcd",
@@ -121,17 +144,21 @@ class EnvTest:
             ],
         )
         ca = TestCA.create(self.root / "pki", "clrk envtest CA")
-        leaf = ca.issue(["127.0.0.1", "localhost"], name="apiserver")
+        leaf = ca.issue(list(dict.fromkeys(["127.0.0.1", "localhost", self.address])), name="apiserver")
         sa_key = self.root / "pki" / "sa.key"
         _rsa_pem(sa_key)
         tokens = self.root / "tokens.csv"
-        tokens.write_text(f'{TOKEN},clrk-admin,clrk-admin,"system:masters"\n')
+        lines = [f'{TOKEN},clrk-admin,clrk-admin,"system:masters"']
+        for (namespace, name), token in self.tokens.items():
+            groups = f"system:serviceaccounts,system:serviceaccounts:{namespace},system:authenticated"
+            lines.append(f'{token},system:serviceaccount:{namespace}:{name},{namespace}-{name},"{groups}"')
+        tokens.write_text("\n".join(lines) + "\n")
         self._spawn(
             "kube-apiserver",
             [
                 str(bin_dir / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={self.address}",
                 f"--secure-port={secure}",
                 f"--tls-cert-file={leaf.cert_path}",
                 f"--tls-private-key-file={leaf.key_path}",
@@ -146,7 +173,7 @@ class EnvTest:
                 f"--cert-dir={self.root / 'certs'}",
             ],
         )
-        self.url = f"https://127.0.0.1:{secure}"
+        self.url = f"https://{self.address}:{secure}"
         self._wait_ready(ca.cert_path, timeout)
         self.kubeconfig = self.root / "kubeconfig"
         self.kubeconfig.write_text(dump_all([self._kubeconfig(ca.cert_path)]))

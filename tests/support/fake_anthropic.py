@@ -99,9 +99,10 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 class FakeAnthropic:
     """The server. Use as an async context manager, or call :meth:`start` / :meth:`stop`."""
 
-    def __init__(self, leaf: Leaf, host: str = "127.0.0.1") -> None:
+    def __init__(self, leaf: Leaf, host: str = "127.0.0.1", port: int = 0) -> None:
         self._leaf = leaf
         self._host = host
+        self._port = port
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self._message_seq = 0
@@ -112,7 +113,7 @@ class FakeAnthropic:
     async def start(self) -> FakeAnthropic:
         ctx = self._leaf.server_context()
         ctx.set_alpn_protocols(["http/1.1"])
-        self._server = await asyncio.start_server(self._accept, self._host, 0, ssl=ctx)
+        self._server = await asyncio.start_server(self._accept, self._host, self._port, ssl=ctx)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -11,11 +11,18 @@ from pathlib import Path
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.otlp_receiver import OtlpReceiver
 
-__all__ = ["ECHO_AGENT", "JQ_FILTER", "REPO", "Dev"]
+__all__ = ["ECHO_AGENT", "GUIDE_ANSWER", "GUIDE_BODY", "JQ_FILTER", "REPO", "Dev"]
 
 REPO = Path(__file__).resolve().parents[2]
 JQ_FILTER = '[.[] | select(.role == "eng")] | sort_by(.age) | map(.name)'
 """What the fake model answers jq-bot with: the filter for the guide's request."""
+GUIDE_BODY = (
+    '{"input":[{"name":"alice","age":30,"role":"eng"},{"name":"bob","age":42,"role":"pm"},'
+    '{"name":"carol","age":25,"role":"eng"}],"want":"names of engineers, ascending by age"}'
+)
+"""The guide's request (reference/claude-code-over-http.txt, README.md)."""
+GUIDE_ANSWER = '{"filter":"[.[] | select(.role == \\"eng\\")] | sort_by(.age) | map(.name)","output":["carol","alice"]}'
+"""The guide's answer, byte for byte."""
 ECHO_AGENT = """\
 apiVersion: clrk.dev/v1alpha1
 kind: TaskAgent

@@ -12,9 +12,14 @@ from typer.testing import CliRunner, Result
 
 from clrk.cli import cluster as commands
 from clrk.cluster import Cluster
+from clrk.cluster.installing import wait_established
+from clrk.manifests.documents import load_all
 from tests.support.envtest import EnvTest
 
-__all__ = ["AGENT", "Kube", "cli_app", "write_agent"]
+__all__ = ["AGENT", "Kube", "cli_app", "install_knative", "knative_crds", "write_agent"]
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_CRDS = REPO / "tests" / "data" / "crds"
 
 
 def cli_app() -> typer.Typer:
@@ -70,3 +75,52 @@ def write_agent(folder: Path, namespace: str, name: str = "bot", image: str = "e
     path = folder / f"{name}.yaml"
     path.write_text(AGENT.format(namespace=namespace, name=name, image=image))
     return path
+
+
+def knative_crds() -> list[dict[str, Any]]:
+    """The upstream Knative CRDs, made acceptable to a 1.20 API server."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {
+                k: strip(v)
+                for k, v in node.items()
+                if k != "x-kubernetes-validations" and not (k == "default" and v == "")
+            }
+            # A list-map key must have a default or be required: the default just went, so require it.
+            keys = out.get("x-kubernetes-list-map-keys")
+            if keys and isinstance(out.get("items"), dict):
+                out["items"]["required"] = sorted({*out["items"].get("required", []), *keys})
+            return out
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    out = []
+    for path in sorted(SHARED_CRDS.glob("*.yaml")):
+        out += [strip(doc) for doc in load_all(path.read_text()) if doc]
+    assert out, f"no Knative CRDs in {SHARED_CRDS}"
+    return out
+
+
+def install_knative(cluster: Cluster) -> None:
+    """Knative's CRDs, and the namespace and ConfigMap of Knative Serving that `clrk install`
+    patches: what a cluster with Knative installed holds (no controllers: nothing reconciles)."""
+    crds = cluster.resource("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    for crd in knative_crds():
+        crds.server_side_apply(body=crd, field_manager="test")
+    wait_established(cluster, [crd["metadata"]["name"] for crd in knative_crds()])
+    # What a real Knative Serving install leaves for `clrk install` to patch.
+    cluster.resource("v1", "Namespace").server_side_apply(
+        body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "knative-serving"}}, field_manager="test"
+    )
+    features = {"_example": "see knative docs"}
+    cluster.resource("v1", "ConfigMap").server_side_apply(
+        body={
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "config-features", "namespace": "knative-serving"},
+            "data": features,
+        },
+        field_manager="knative-install",
+    )

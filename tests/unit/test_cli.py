@@ -99,3 +99,25 @@ def test_a_falsy_option_given_still_overrides(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("CLRK_SECRETS", '["a=B:c"]')
     settings = settings_from(DevSettings, apply=["m"], port=0, secrets=[])
     assert (settings.port, settings.secrets) == (0, [])
+
+
+def test_validate_names_file_and_fields_knative_would_refuse(tmp_path: Path) -> None:
+    bad = tmp_path / "taskagent.yaml"
+    text = (JQ_BOT / "taskagent.yaml").read_text()
+    bad.write_text(text.replace("warmPoolSize: 1", "warmPoolSize: 3").replace("maxConcurrency: 8", "maxConcurrency: 2"))
+    result = clrk("validate", "-f", str(bad))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {bad}: spec.maxConcurrency: must be at least spec.warmPoolSize (3)")
+
+
+def test_render_takes_the_platform_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = clrk("render", "-f", str(JQ_BOT), "--cluster-domain", "corp.internal", "--runtime-image", "reg/rt:1")
+    assert result.returncode == 0, result.stderr
+    pod = load_all(result.stdout)[0]["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["image"] == "reg/rt:1"
+    assert {"name": "CLRK_EGRESS_PROXY", "value": "clrk-egress.clrk-system.svc.corp.internal:3128"} in pod[
+        "containers"
+    ][0]["env"]
+    bad = clrk("render", "-f", str(JQ_BOT), "--cluster-domain", "not a domain")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: invalid cluster_domain")
+    assert "CLRK_CLUSTER_DOMAIN" in bad.stderr and "Traceback" not in bad.stderr

@@ -71,11 +71,13 @@ def parse_duration(value: object) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """The shortest Go-style spelling of ``value`` (``100s``, ``2m``, ``1h30m``, ``1.5s``)."""
-    seconds = value.total_seconds()
-    if seconds != int(seconds):
-        return f"{seconds:g}s"
-    whole = int(seconds)
+    """The shortest Go-style spelling of ``value`` (``100s``, ``2m``, ``1h30m``, ``1.5s``), exact
+    to the microsecond: a fraction of a second is written out in full (``100.000001s``), never
+    rounded."""
+    micros = value // timedelta(microseconds=1)
+    whole, fraction = divmod(micros, 1_000_000)
+    if fraction:
+        return f"{whole}.{fraction:06d}".rstrip("0") + "s"
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     parts = [f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]

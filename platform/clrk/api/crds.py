@@ -64,8 +64,12 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     if out.get("x-kubernetes-preserve-unknown-fields") or (
         "type" not in out and "properties" not in out and "items" not in out
     ):
-        # Free-form JSON (TaskSchedule data, the forbidden valueFrom): any value is kept as-is.
-        out = {k: v for k, v in out.items() if k not in ("type", "nullable")}
+        # Free-form JSON (the forbidden valueFrom): any value is kept as-is; a free-form object
+        # (TaskSchedule data) stays an object, whatever its keys.
+        kept = ("object",) if out.get("type") == "object" else ()
+        out = {k: v for k, v in out.items() if k not in ("nullable", "additionalProperties")}
+        if out.get("type") not in kept:
+            out.pop("type", None)
         out["x-kubernetes-preserve-unknown-fields"] = True
     if out.get("type") == "object" and "properties" in out and "additionalProperties" in out:
         out.pop("additionalProperties")

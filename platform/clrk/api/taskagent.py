@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from clrk.api.common import DNS_LABEL_RULE, Duration, ObjectMeta, Resource, Spec, is_dns_label
+from clrk.api.resources import AgentResources
 from clrk_runtime.protocol.durations import MAX_TIMEOUT_S
 
 __all__ = [
@@ -93,9 +94,14 @@ class TaskAgentSpec(Spec):
     warm_pool_size: int = Field(0, ge=0)
     """Sandboxes kept created and waiting; in a cluster, also the Knative min-scale."""
     max_concurrency: int | None = Field(None, gt=0)
-    """Invocations running at once across all replicas; unset means Knative decides."""
+    """Invocations running at once across all replicas; unset means Knative decides. At least
+    ``warmPoolSize``: in a cluster every warm pod runs at least one invocation, so fewer would
+    make Knative's max-scale fall below its min-scale, which Knative refuses."""
     egress: AgentEgressSpec = Field(default_factory=AgentEgressSpec)
     budget: AgentBudget | None = None
+    resources: AgentResources | None = None
+    """CPU, memory and ephemeral storage of the agent's container in a cluster (Kubernetes'
+    ``requests``/``limits``); unset means clrk's defaults (docs/cluster.md)."""
 
     @field_validator("timeout")
     @classmethod
@@ -104,6 +110,17 @@ class TaskAgentSpec(Spec):
             raise ValueError(f"expected a positive duration, found {value.total_seconds():g}s")
         if value > MAX_TIMEOUT:
             raise ValueError(f"at most 600s (Knative's request limit), found {value.total_seconds():g}s")
+        return value
+
+    @field_validator("max_concurrency")
+    @classmethod
+    def _room_for_the_warm_pool(cls, value: int | None, info: ValidationInfo) -> int | None:
+        warm = info.data.get("warm_pool_size")
+        if value is not None and warm is not None and value < warm:
+            raise ValueError(
+                f"must be at least spec.warmPoolSize ({warm}), found {value}: each warm pod is a "
+                "Knative replica (min-scale), and Knative refuses a max-scale below min-scale"
+            )
         return value
 
 

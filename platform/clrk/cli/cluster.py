@@ -11,10 +11,11 @@ from typing import Annotated, Literal
 
 import typer
 
-from clrk.cli.manifests import PathsOption, _load, dump_yaml
+from clrk.cli.manifests import ClusterDomain, PathsOption, RuntimeImage, _load, dump_yaml
 from clrk.cli.options import settings_from
 from clrk.errors import SpecError
 from clrk.manifests.loading import STDIN, load_documents
+from clrk.manifests.options import PlatformSettings
 
 Kubeconfig = Annotated[
     str | None, typer.Option("--kubeconfig", help="Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config).")
@@ -26,6 +27,20 @@ Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namesp
 ApplySet = Annotated[
     str | None,
     typer.Option("--apply-set", help="Name of this set of manifests for --prune (default: derived from the -f paths)."),
+]
+IngressImage = Annotated[
+    str | None,
+    typer.Option(
+        "--ingress-image",
+        help="Image of the ingress and the operator [$CLRK_INGRESS_IMAGE; ghcr.io/clrk-dev/clrk-ingress:VERSION].",
+    ),
+]
+EgressImage = Annotated[
+    str | None,
+    typer.Option(
+        "--egress-image",
+        help="Image of the egress gateway [$CLRK_EGRESS_IMAGE; ghcr.io/clrk-dev/clrk-egress:VERSION].",
+    ),
 ]
 
 
@@ -47,21 +62,33 @@ def apply(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 300.0,
     force_conflicts: Annotated[bool, typer.Option("--force-conflicts", help="Take over fields others manage.")] = False,
     apply_set: ApplySet = None,
+    runtime_image: RuntimeImage = None,
+    cluster_domain: ClusterDomain = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     namespace: Namespace = None,
 ) -> None:
-    """Apply manifests to the cluster (server-side apply, field manager clrk)."""
-    from clrk.cluster import ApplyOptions, apply_plan, apply_set_id, connect, plan_apply, wait_ready
+    """Apply manifests to the cluster (server-side apply, field manager clrk).
 
-    plan = plan_apply(_load(filename), apply_set_id(filename, apply_set), passthrough_sources=_sources(filename))
-    if dry_run == "client":
+    Agents are compiled for the platform as installed: --runtime-image and --cluster-domain (or
+    $CLRK_*) when given, else what `clrk install` recorded (ConfigMap clrk-system/clrk-platform)."""
+    from clrk.cluster import ApplyOptions, apply_plan, apply_set_id, connect, plan_apply, wait_ready
+    from clrk.cluster.installing import platform_options
+
+    bundle, name = _load(filename), apply_set_id(filename, apply_set)
+    platform = settings_from(PlatformSettings, runtime_image=runtime_image, cluster_domain=cluster_domain)
+    cluster = connect(kubeconfig, context) if dry_run != "client" else None
+    compiled = platform_options(cluster, platform) if cluster is not None else platform.options()
+    plan = plan_apply(bundle, name, compiled, passthrough_sources=_sources(filename))
+    if cluster is None:
         for item in plan.items:
             typer.echo(f"{item.what} (client dry run)")
         return
-    cluster = connect(kubeconfig, context)
     options = ApplyOptions(
-        dry_run=dry_run, prune=prune, force_conflicts=force_conflicts, namespace=namespace or "default"
+        dry_run="server" if dry_run == "server" else "none",
+        prune=prune,
+        force_conflicts=force_conflicts,
+        namespace=namespace or "default",
     )
     apply_plan(cluster, plan, options, typer.echo)
     if wait and dry_run == "none" and plan.agent_services:
@@ -108,17 +135,33 @@ def logs(
 
 def install(
     render: Annotated[bool, typer.Option("--render", help="Print the manifests instead of applying them.")] = False,
+    runtime_image: RuntimeImage = None,
+    ingress_image: IngressImage = None,
+    egress_image: EgressImage = None,
+    cluster_domain: ClusterDomain = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
-    """Install clrk onto a cluster that runs Knative Serving (and Eventing, for schedules)."""
+    """Install clrk onto a cluster that runs Knative Serving (and Eventing, for schedules).
+
+    Installs exactly the images and cluster domain given (or $CLRK_*, or the defaults), and records
+    them for `clrk apply` and the operator."""
     from clrk.cluster import connect, installing
     from clrk.cluster.configs import install_objects
+    from clrk.cluster.settings import platform_configmap
 
+    settings = settings_from(
+        PlatformSettings,
+        runtime_image=runtime_image,
+        ingress_image=ingress_image,
+        egress_image=egress_image,
+        cluster_domain=cluster_domain,
+    )
     if render:
-        typer.echo(dump_yaml(install_objects()), nl=False)
+        options = settings.options()
+        typer.echo(dump_yaml([*install_objects(options), platform_configmap(options)]), nl=False)
         return
-    installing.install(connect(kubeconfig, context), typer.echo)
+    installing.install(connect(kubeconfig, context), typer.echo, settings)
 
 
 def build(
@@ -126,17 +169,39 @@ def build(
     push: Annotated[str | None, typer.Option("--push", help="Registry to push to, e.g. ghcr.io/me.")] = None,
     platform: Annotated[
         list[str] | None,
-        typer.Option("--platform", help="Target platform (repeatable) (default: linux/amd64 and linux/arm64)."),
+        typer.Option(
+            "--platform",
+            help="Target platform (repeatable) (default: linux/amd64 and linux/arm64; with podman: this machine's).",
+        ),
     ] = None,
     filename: Annotated[
         list[Path] | None,
         typer.Option("--filename", "-f", help="Manifests to point at the pushed image (default: the context folder)."),
     ] = None,
+    engine: Annotated[
+        Literal["auto", "docker", "podman"],
+        typer.Option("--engine", help="auto: Docker when an engine answers, else podman."),
+    ] = "auto",
+    insecure_registry: Annotated[
+        bool, typer.Option("--insecure-registry", help="Push over plain HTTP, or without verifying TLS.")
+    ] = False,
 ) -> None:
     """Build an image tagged by the content of CONTEXT; with --push, push it and pin the manifests to it."""
-    from clrk.cluster.building import DEFAULT_PLATFORMS, build_context
+    from clrk.cluster.building import build_context
 
-    built = build_context(context, push, platform or list(DEFAULT_PLATFORMS), filename or [context], typer.echo)
+    def progress(line: str) -> None:  # podman's build output; buildx writes its own to the terminal
+        typer.echo(line, err=True, nl=False)
+
+    built = build_context(
+        context,
+        push,
+        platform or None,
+        filename or [context],
+        typer.echo,
+        engine=engine,
+        insecure=insecure_registry,
+        progress=progress,
+    )
     typer.echo(built.image)
 
 
@@ -145,13 +210,16 @@ def operator(
         list[str] | None,
         typer.Option("--namespace", "-n", help="Watch only this namespace (repeatable) (default: all)."),
     ] = None,
+    runtime_image: RuntimeImage = None,
+    cluster_domain: ClusterDomain = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
-    """Reconcile TaskAgents applied by other tools (kubectl, Argo CD, Flux) until stopped."""
+    """Reconcile TaskAgents and TaskSchedules applied by other tools (kubectl, Argo CD, Flux) until stopped."""
     from clrk.cluster.operating import run_operator  # kopf is heavy: import it only here
 
-    run_operator(kubeconfig, context, namespace or [])
+    settings = settings_from(PlatformSettings, runtime_image=runtime_image, cluster_domain=cluster_domain)
+    run_operator(kubeconfig, context, namespace or [], settings)
 
 
 def ingress(
@@ -161,21 +229,19 @@ def ingress(
         Literal["auto", "open", "keys"] | None,
         typer.Option(help="Caller authentication; auto = open on loopback, Caller keys elsewhere."),
     ] = None,
-    secrets_dir: Annotated[
-        Path | None, typer.Option(help="Mounted Secrets (DIR/NAME/KEY) for Callers' keySecretRef.")
-    ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between re-reads of TaskAgents and Callers.")] = 5.0,
+    cluster_domain: ClusterDomain = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
-    """Serve the ingress in a cluster: route to each TaskAgent's Knative Service over HTTP."""
+    """Serve the ingress in a cluster: route to each TaskAgent's Knative Service over HTTP.
+    Callers' keySecretRef Secrets are read through the API server, from each Caller's namespace."""
     import asyncio
 
     from clrk.cluster import connect
     from clrk.cluster.routing import serve_ingress
-    from clrk.egress.secrets import DirectorySecrets
     from clrk.ingress import IngressSettings
 
     settings = settings_from(IngressSettings, host=host, port=port, auth=auth)
-    secrets = DirectorySecrets(secrets_dir) if secrets_dir else None
-    asyncio.run(serve_ingress(settings, connect(kubeconfig, context), secrets, interval))
+    domain = settings_from(PlatformSettings, cluster_domain=cluster_domain).options().cluster_domain
+    asyncio.run(serve_ingress(settings, connect(kubeconfig, context), domain, interval))

@@ -8,8 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from clrk.api.crds import all_crds
+from clrk.cli.options import settings_from
 from clrk.manifests import Bundle, compile_bundle, load_bundle
 from clrk.manifests.documents import dump_all
+from clrk.manifests.options import PlatformSettings
 
 PathsOption = Annotated[
     list[str],
@@ -17,6 +19,21 @@ PathsOption = Annotated[
         "--filename",
         "-f",
         help="A manifest file, a folder (searched recursively for *.yaml/*.yml) or - for stdin. Repeatable.",
+    ),
+]
+
+RuntimeImage = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime-image",
+        help="Image copied into agent pods [$CLRK_RUNTIME_IMAGE; ghcr.io/clrk-dev/clrk-runtime:VERSION].",
+    ),
+]
+ClusterDomain = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster-domain",
+        help="The cluster's DNS domain [$CLRK_CLUSTER_DOMAIN; cluster.local].",
     ),
 ]
 
@@ -32,9 +49,10 @@ def _load(paths: list[str]) -> Bundle:
     return bundle
 
 
-def render(filename: PathsOption) -> None:
+def render(filename: PathsOption, runtime_image: RuntimeImage = None, cluster_domain: ClusterDomain = None) -> None:
     """Print the Kubernetes objects the manifests compile to (like `kubectl kustomize`)."""
-    typer.echo(dump_yaml(compile_bundle(_load(filename))), nl=False)
+    options = settings_from(PlatformSettings, runtime_image=runtime_image, cluster_domain=cluster_domain).options()
+    typer.echo(dump_yaml(compile_bundle(_load(filename), options)), nl=False)
 
 
 def validate(filename: PathsOption) -> None:

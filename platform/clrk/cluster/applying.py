@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from kubernetes.client.exceptions import ApiException
 
-from clrk.cluster.configs import agent_namespace_objects
+from clrk.cluster.configs import agent_namespace_objects, pod_security_labels
 from clrk.cluster.connecting import Cluster
 from clrk.cluster.merging import merged_egress_config, selector
 from clrk.cluster.planning import LABEL_APPLY_SET, LABEL_MANAGED, Key, Owner, Plan, key_of, stale, tie_to_owner
@@ -117,11 +117,43 @@ class Applier:
         where = f"{namespace}/{name}" if namespace else name
         self.report(f"{_kind(api_version, kind)} {where} {verb}{self.suffix}")
 
+    def dns_addresses(self) -> list[str]:
+        """The kube-dns Service's ClusterIP, where NodeLocal DNSCache (iptables mode) answers; none
+        when there is no such Service or it cannot be read."""
+        try:
+            service = self.get(self.cluster.resource("v1", "Service"), "kube-dns", "kube-system")
+        except ClusterError:
+            return []
+        address = str(((service or {}).get("spec") or {}).get("clusterIP") or "")
+        return [address] if address and address != "None" else []
+
+    def label_namespace(self, namespace: str) -> None:
+        """The Pod Security level agent pods need, on their namespace (when it enforces none).
+        A namespace this user may not read or label is left as it is, with a note: the pods run
+        wherever no stricter level is enforced."""
+        try:
+            current = self.get(self.cluster.resource("v1", "Namespace"), namespace, None)
+        except ClusterError as exc:
+            self.report(f"note: namespace {namespace} not labelled ({exc}); agent pods need Pod Security 'baseline'")
+            return
+        if current is None:
+            return  # gone, or a server dry run: the namespace is checked with the agents themselves
+        labels = pod_security_labels(namespace, (current.get("metadata") or {}).get("labels") or {})
+        if not labels:
+            return
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}
+        try:
+            self.apply(body, "the Pod Security level of agent pods")
+        except ClusterError as exc:
+            self.report(f"note: namespace {namespace} not labelled ({exc}); agent pods need Pod Security 'baseline'")
+
     def prepare_namespaces(self, namespaces: set[str]) -> None:
-        """The CA ConfigMap and the egress token Secret (copied from clrk-system) and the
-        NetworkPolicy that fences agent pods, in each agent namespace."""
+        """In each agent namespace: its Pod Security label, the CA ConfigMap and the egress token
+        Secret (copied from clrk-system), and the NetworkPolicy that fences agent pods."""
+        dns = self.dns_addresses()
         for namespace in sorted(namespaces):
-            for body in agent_namespace_objects(namespace):
+            self.label_namespace(namespace)
+            for body in agent_namespace_objects(namespace, dns):
                 self.apply(body, "platform/config/agent-namespace.yaml")
         for api_version, kind, name in SHARED:
             resource = self.cluster.resource(api_version, kind)

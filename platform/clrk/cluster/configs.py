@@ -3,15 +3,20 @@ may hold: the CA and the egress token key, generated per cluster. Pure but for r
 bundled files.
 
 The files are kustomize-friendly: ``kubectl apply -k platform/config`` applies the same static
-objects ``clrk install`` does. ``clrk install`` uses the CRDs generated from the models it ships
-with rather than the copies under ``crds/`` (a unit test keeps the two equal).
+objects ``clrk install`` does, with the default images and cluster domain. ``clrk install`` uses
+the CRDs generated from the models it ships with rather than the copies under ``crds/`` (a unit
+test keeps the two equal), puts in the images and settings it was given
+(:func:`install_objects`), and labels agent namespaces with the Pod Security level their pods need
+(:func:`pod_security_labels`).
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import ipaddress
 import secrets
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,18 +30,28 @@ from cryptography.x509.oid import NameOID
 from clrk.api.crds import all_crds
 from clrk.errors import ClusterError
 from clrk.manifests.documents import load_all
+from clrk.manifests.options import ClusterOptions, default_image
 from clrk.manifests.policies import SYSTEM_NAMESPACE
 
 __all__ = [
+    "AGENT_POD_SECURITY",
+    "POD_SECURITY_ENFORCE",
     "agent_namespace_objects",
     "ca_objects",
     "config_dir",
     "install_objects",
     "knative_features",
+    "pod_security_labels",
     "token_secret",
 ]
 
 _LABELS = {"app.kubernetes.io/part-of": "clrk", "app.kubernetes.io/managed-by": "clrk"}
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+AGENT_POD_SECURITY = "baseline"
+"""The lowest Pod Security Standard that admits an agent pod: its shim runs as root with SETUID,
+SETGID, KILL, CHOWN, FOWNER and DAC_OVERRIDE added, all on baseline's list of allowed
+capabilities; ``restricted`` refuses root and every added capability but NET_BIND_SERVICE."""
+_ADMITTING = ("privileged", "baseline")
 
 
 def config_dir() -> Path:
@@ -63,9 +78,31 @@ def _install_objects() -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
-def install_objects() -> list[dict[str, Any]]:
-    """Every static object of the platform, CRDs first, in the kustomization's order."""
-    return copy.deepcopy(list(_install_objects()))
+def _set_env(container: dict[str, Any], name: str, value: str) -> None:
+    env = [var for var in container.get("env") or [] if var.get("name") != name]
+    container["env"] = [*env, {"name": name, "value": value}]
+
+
+def install_objects(options: ClusterOptions | None = None) -> list[dict[str, Any]]:
+    """Every static object of the platform, CRDs first, in the kustomization's order, with the
+    images and cluster domain of ``options`` (as a kustomize ``images:`` entry and an env patch
+    would set them): the ingress and the operator get ``CLRK_CLUSTER_DOMAIN``, the operator also
+    ``CLRK_RUNTIME_IMAGE`` (it compiles agents as ``clrk apply`` does)."""
+    options = options or ClusterOptions()
+    images = {default_image("ingress"): options.ingress_image, default_image("egress"): options.egress_image}
+    out = copy.deepcopy(list(_install_objects()))
+    for body in out:
+        if body["kind"] != "Deployment":
+            continue
+        name, pod = body["metadata"]["name"], body["spec"]["template"]["spec"]
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            container["image"] = images.get(container["image"], container["image"])
+        for container in pod["containers"]:
+            if name in ("clrk-ingress", "clrk-operator"):
+                _set_env(container, "CLRK_CLUSTER_DOMAIN", options.cluster_domain)
+            if name == "clrk-operator":
+                _set_env(container, "CLRK_RUNTIME_IMAGE", options.runtime_image)
+    return out
 
 
 def knative_features() -> dict[str, Any]:
@@ -73,12 +110,36 @@ def knative_features() -> dict[str, Any]:
     return _documents(config_dir() / "knative-features.yaml")[0]
 
 
-def agent_namespace_objects(namespace: str) -> list[dict[str, Any]]:
-    """What every namespace holding a TaskAgent needs besides the copied CA and token."""
+def agent_namespace_objects(namespace: str, dns_addresses: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """What every namespace holding a TaskAgent needs besides the copied CA and token: the
+    NetworkPolicy ``clrk-agents``; ``dns_addresses`` (the kube-dns Service's ClusterIP, which
+    NodeLocal DNSCache answers on in its iptables mode) join its DNS rule."""
     out = _documents(config_dir() / "agent-namespace.yaml")
     for body in out:
         body["metadata"]["namespace"] = namespace
+        if body["kind"] == "NetworkPolicy":
+            dns = body["spec"]["egress"][-1]["to"]
+            for address in dns_addresses:
+                ip = ipaddress.ip_address(address)
+                dns.append({"ipBlock": {"cidr": f"{ip}/{ip.max_prefixlen}"}})
     return out
+
+
+def pod_security_labels(namespace: str, labels: dict[str, str]) -> dict[str, str]:
+    """The Pod Security labels to apply to an agent namespace whose labels are ``labels``: none
+    when it already enforces a level that admits agent pods, ``enforce: baseline`` when it
+    enforces none; a ClusterError when it enforces ``restricted`` (which no agent pod passes)."""
+    level = labels.get(POD_SECURITY_ENFORCE)
+    if level is None:
+        return {POD_SECURITY_ENFORCE: AGENT_POD_SECURITY}
+    if level in _ADMITTING:
+        return {}
+    raise ClusterError(
+        f"namespace {namespace} enforces the {level!r} Pod Security level, which refuses agent pods "
+        f"(their shim runs as root with added capabilities): they need {AGENT_POD_SECURITY!r}; "
+        f"`kubectl label namespace {namespace} {POD_SECURITY_ENFORCE}={AGENT_POD_SECURITY} --overwrite`, "
+        "or put the agents in another namespace"
+    )
 
 
 def _name(text: str) -> x509.Name:

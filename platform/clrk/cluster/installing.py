@@ -2,7 +2,12 @@
 
 Idempotent: the static objects are server-side applied (field manager ``clrk``); the CA and the
 egress token key are created once and kept on later runs (rotating them would cut every running
-agent off from the gateway); Knative's ``config-features`` gets the four flags the agent pods need.
+agent off from the gateway); the gateway's merged configuration (ConfigMap ``clrk-egress-config``,
+which its pod mounts) is written from whatever the cluster already holds, empty on a fresh cluster;
+the images and cluster domain it was given (or the defaults: a setting not given is not kept
+from an earlier install, so that upgrading clrk upgrades its images) are recorded in ConfigMap
+``clrk-platform``, which ``clrk apply`` and the operator compile agents with; Knative's
+``config-features`` gets the four flags the agent pods need.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from clrk.cluster.applying import Applier, ApplyOptions, Report
 from clrk.cluster.configs import ca_objects, install_objects, knative_features, token_secret
 from clrk.cluster.connecting import Cluster
 from clrk.cluster.failures import missing_kind
+from clrk.cluster.settings import PLATFORM_CONFIGMAP, platform_configmap, recorded_settings
 from clrk.errors import ClusterError
+from clrk.manifests.options import ClusterOptions, PlatformSettings
 from clrk.manifests.policies import SYSTEM_NAMESPACE
 
-__all__ = ["install", "wait_established"]
+__all__ = ["install", "platform_options", "wait_established"]
 
 _CRD = "CustomResourceDefinition"
 
@@ -45,13 +52,24 @@ def wait_established(cluster: Cluster, names: list[str], timeout: float = 60.0) 
             time.sleep(0.2)
 
 
-def install(cluster: Cluster, report: Report) -> None:
-    """Apply the platform, the generated keys when absent, and Knative's feature flags."""
+def platform_options(cluster: Cluster, settings: PlatformSettings) -> ClusterOptions:
+    """``settings`` over what the last ``clrk install`` recorded on ``cluster`` over the defaults."""
+    recorded = cluster.read(cluster.resource("v1", "ConfigMap"), PLATFORM_CONFIGMAP, SYSTEM_NAMESPACE)
+    return settings.options(recorded_settings(recorded))
+
+
+def install(cluster: Cluster, report: Report, settings: PlatformSettings | None = None) -> ClusterOptions:
+    """Apply the platform, the generated keys when absent, the gateway's configuration, the
+    platform's settings and Knative's feature flags; returns the options installed."""
     _require_knative(cluster, report)
+    options = (settings or PlatformSettings()).options()
     applier = Applier(cluster, ApplyOptions(), report)
-    for body in install_objects():
+    objects = install_objects(options)
+    for body in objects:
         applier.apply(body, "platform/config")
-    wait_established(cluster, [b["metadata"]["name"] for b in install_objects() if b["kind"] == _CRD])
+    wait_established(cluster, [b["metadata"]["name"] for b in objects if b["kind"] == _CRD])
+    applier.apply(platform_configmap(options), "the platform settings")
+    applier.sync_egress_config()  # the gateway mounts it: it must exist before the first apply
     secrets = applier.get(cluster.resource("v1", "Secret"), "clrk-ca-key", SYSTEM_NAMESPACE)
     if secrets is None:
         for body in ca_objects():
@@ -67,3 +85,4 @@ def install(cluster: Cluster, report: Report) -> None:
         )
     forced = Applier(cluster, ApplyOptions(force_conflicts=True), report)
     forced.apply(features, "platform/config/knative-features.yaml")
+    return options

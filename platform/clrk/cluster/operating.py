@@ -1,12 +1,18 @@
-"""The operator: what ``clrk apply`` does, for TaskAgents and CredentialInjectionPolicies that
-another tool (``kubectl apply``, Argo CD, Flux) put on the cluster.
+"""The operator: what ``clrk apply`` does, for TaskAgents, TaskSchedules and
+CredentialInjectionPolicies that another tool (``kubectl apply``, Argo CD, Flux) put on the cluster.
 
 For a TaskAgent it compiles the object (:mod:`~clrk.cluster.reconciling`, the CLI's compiler),
 server-side applies the result with the same field manager as ``clrk apply`` (``clrk``, so the two
 never conflict), refreshes its namespace's egress ConfigMaps, and writes back ``status``:
 ``observedGeneration``, ``url`` and a ``Ready`` condition that mirrors the Knative Service's, or
-says why nothing could be compiled. A policy's change or removal refreshes the egress ConfigMaps of
-its namespace. Objects in other namespaces than their owner's are removed by finalizers.
+says why nothing could be compiled. A TaskSchedule becomes its PingSource (owned by it, so the
+garbage collector removes it with the schedule), with a ``Ready`` condition mirroring the
+PingSource's. A policy's change or removal refreshes the egress ConfigMaps of its namespace.
+Objects in other namespaces than their owner's are removed by finalizers.
+
+Agents are compiled for the platform as installed: the operator's flags and ``CLRK_*`` settings
+(``clrk install`` sets ``CLRK_RUNTIME_IMAGE`` and ``CLRK_CLUSTER_DOMAIN`` on its Deployment), else
+ConfigMap ``clrk-system/clrk-platform``, read at start.
 """
 
 from __future__ import annotations
@@ -18,16 +24,22 @@ import kopf
 
 from clrk.cluster.applying import Applier, ApplyOptions
 from clrk.cluster.connecting import Cluster, connect
+from clrk.cluster.installing import platform_options
 from clrk.cluster.listing import ready_condition
 from clrk.cluster.planning import LABEL_OWNER, owner_label, tie_to_owner
-from clrk.cluster.reconciling import condition, desired, egress_items
+from clrk.cluster.reconciling import condition, desired, desired_schedule, egress_items
 from clrk.errors import ClrkError
+from clrk.manifests import ClusterOptions
+from clrk.manifests.options import PlatformSettings
 
 __all__ = ["registry", "run_operator"]
 
 registry = kopf.OperatorRegistry()
 _RESOURCE = ("clrk.dev", "v1alpha1", "taskagents")
 _POLICIES = ("clrk.dev", "v1alpha1", "credentialinjectionpolicies")
+_SCHEDULES = ("clrk.dev", "v1alpha1", "taskschedules")
+_KSVC = ("serving.knative.dev/v1", "Service")
+_PING = ("sources.knative.dev/v1", "PingSource")
 
 
 def _cluster(memo: Any) -> Cluster:
@@ -57,12 +69,28 @@ def _login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     )
 
 
+def _options(memo: Any) -> ClusterOptions:
+    """What agents are compiled with, settled once per operator (see the module's docstring)."""
+    if getattr(memo, "options", None) is None:
+        settings = getattr(memo, "settings", None) or PlatformSettings()
+        memo.options = platform_options(_cluster(memo), settings)
+    options: ClusterOptions = memo.options
+    return options
+
+
 def _status(cluster: Cluster, namespace: str, name: str, generation: int) -> dict[str, Any]:
-    service = cluster.read(cluster.resource("serving.knative.dev/v1", "Service"), name, namespace)
+    service = cluster.read(cluster.resource(*_KSVC), name, namespace)
     ready, reason = ready_condition(service)
     url = str(((service or {}).get("status") or {}).get("url", ""))
     why = "KnativeServiceReady" if ready == "True" else "KnativeServiceNotReady"
     return {"observedGeneration": generation, "url": url, "conditions": [condition(ready, why, reason)]}
+
+
+def _schedule_status(cluster: Cluster, namespace: str, name: str, generation: int) -> dict[str, Any]:
+    source = cluster.read(cluster.resource(*_PING), name, namespace)
+    ready, reason = ready_condition(source)
+    why = "PingSourceReady" if ready == "True" else "PingSourceNotReady"
+    return {"observedGeneration": generation, "conditions": [condition(ready, why, reason)]}
 
 
 @kopf.on.startup(registry=registry)
@@ -108,7 +136,7 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, patch: kopf
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     generation = int(body.metadata.get("generation", 0))
     try:
-        plan = desired(dict(body), _listed(cluster, "CredentialInjectionPolicy", namespace))
+        plan = desired(dict(body), _listed(cluster, "CredentialInjectionPolicy", namespace), _options(memo))
     except ClrkError as exc:
         patch.status["observedGeneration"] = generation
         patch.status["conditions"] = [condition("False", "InvalidSpec", str(exc))]
@@ -121,6 +149,40 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, patch: kopf
         applier.apply(tie_to_owner(item, uids), f"TaskAgent {namespace}/{name}")
     _refresh_egress(cluster, applier, namespace)
     patch.status.update(_status(cluster, namespace, name, generation))
+
+
+@kopf.on.resume(*_SCHEDULES, registry=registry)
+@kopf.on.create(*_SCHEDULES, registry=registry)
+@kopf.on.update(*_SCHEDULES, registry=registry)
+def reconcile_schedule(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, patch: kopf.Patch, **_: Any) -> None:
+    """Compile and apply one TaskSchedule (its PingSource); record the outcome on its status."""
+    cluster = _cluster(memo)
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    generation = int(body.metadata.get("generation", 0))
+    try:
+        plan = desired_schedule(dict(body))
+    except ClrkError as exc:
+        patch.status["observedGeneration"] = generation
+        patch.status["conditions"] = [condition("False", "InvalidSpec", str(exc))]
+        logger.warning("cannot compile: %s", exc)
+        return
+    applier = Applier(cluster, ApplyOptions(), logger.info)
+    uids = {("TaskSchedule", namespace, name): str(body.metadata.uid)}
+    for item in plan.children:
+        applier.apply(tie_to_owner(item, uids), f"TaskSchedule {namespace}/{name}")
+    patch.status.update(_schedule_status(cluster, namespace, name, generation))
+
+
+@kopf.timer(*_SCHEDULES, interval=15.0, idle=5.0, registry=registry)
+def refresh_schedule(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+    """Follow the PingSource's readiness after the last change."""
+    status = dict(body.get("status") or {})
+    if any(c.get("reason") == "InvalidSpec" for c in status.get("conditions", [])):
+        return
+    meta = body.metadata
+    fresh = _schedule_status(_cluster(memo), str(meta.namespace), str(meta.name), int(meta.get("generation", 0)))
+    if [c["status"] for c in fresh["conditions"]] != [c.get("status") for c in status.get("conditions", [])]:
+        patch.status.update(fresh)
 
 
 @kopf.on.resume(*_POLICIES, registry=registry)
@@ -166,7 +228,9 @@ def cleanup(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> 
     _refresh_egress(cluster, applier, namespace, gone=("TaskAgent", name))
 
 
-def run_operator(kubeconfig: str | None, context: str | None, namespaces: list[str]) -> None:
+def run_operator(
+    kubeconfig: str | None, context: str | None, namespaces: list[str], settings: PlatformSettings | None = None
+) -> None:
     """Run until interrupted: every namespace, or only ``namespaces``. One replica at a time
     (standalone: no peering objects needed)."""
     kopf.configure(verbose=False)
@@ -175,5 +239,5 @@ def run_operator(kubeconfig: str | None, context: str | None, namespaces: list[s
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        memo=kopf.Memo(kubeconfig=kubeconfig, context=context),
+        memo=kopf.Memo(kubeconfig=kubeconfig, context=context, settings=settings),
     )

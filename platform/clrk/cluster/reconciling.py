@@ -1,9 +1,10 @@
-"""The operator's pure half: TaskAgent and CredentialInjectionPolicy objects as read from the
-API in, the objects to apply out, labelled as ``clrk apply`` labels them.
+"""The operator's pure half: TaskAgent, TaskSchedule and CredentialInjectionPolicy objects as read
+from the API in, the objects to apply out, labelled as ``clrk apply`` labels them.
 
 The compiler is the CLI's; only the input differs. Objects come from the cluster, so there is no
-Dockerfile to read (an agent needs ``spec.template.spec.command``) and a policy with no ``agents``
-applies to every agent of its namespace that the cluster holds.
+Dockerfile to read (an agent needs ``spec.template.spec.command``), a policy with no ``agents``
+applies to every agent of its namespace that the cluster holds, and a schedule's agent need not
+exist yet (GitOps tools apply in any order: its PingSource waits for the Knative Service).
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from clrk.api import CredentialInjectionPolicy, TaskAgent
+from clrk.api import CredentialInjectionPolicy, TaskAgent, TaskSchedule
 from clrk.cluster.planning import LABEL_APPLY_SET, LABEL_OWNER, Item, Plan, owner_label, plan_apply
 from clrk.errors import ClrkError, SpecError
-from clrk.manifests import Bundle, Manifests
+from clrk.manifests import Bundle, ClusterOptions, Manifests
 from clrk.manifests.loading import RawDocument
 from clrk.manifests.parsing import field_path
 from clrk.manifests.policies import SYSTEM_NAMESPACE
 
-__all__ = ["GITOPS_APPLY_SET", "condition", "desired", "egress_items"]
+__all__ = ["GITOPS_APPLY_SET", "condition", "desired", "desired_schedule", "egress_items"]
 
 GITOPS_APPLY_SET = "gitops"
 """The apply-set label of objects the operator creates for objects no ``clrk apply`` labelled."""
@@ -38,7 +39,7 @@ def _model(body: dict[str, Any], kind: type[Any], source: str) -> Any:
         raise ClrkError(f"{source}: {field_path(first['loc'])}: {first['msg']}") from None
 
 
-def desired(body: dict[str, Any], policies: list[dict[str, Any]]) -> Plan:
+def desired(body: dict[str, Any], policies: list[dict[str, Any]], options: ClusterOptions | None = None) -> Plan:
     """What one TaskAgent object compiles to, labelled as ``clrk apply`` would label it.
 
     Raises :class:`~clrk.errors.ClrkError` (a SpecError for a missing command) with the reason.
@@ -61,10 +62,22 @@ def desired(body: dict[str, Any], policies: list[dict[str, Any]]) -> Plan:
             valid.append(model)
             documents[f"CredentialInjectionPolicy/{model.ref}"] = RawDocument(model.ref, policy, _NOWHERE)
     manifests = Manifests(agents=[agent], policies=valid, sources=documents)
-    plan = plan_apply(Bundle(manifests), _apply_set(body))
+    plan = plan_apply(Bundle(manifests), _apply_set(body), options)
     mine = owner_label(("TaskAgent", agent.metadata.namespace, agent.metadata.name))
     plan.children = [i for i in plan.children if i.body["metadata"]["labels"].get(LABEL_OWNER) == mine]
     return plan
+
+
+def desired_schedule(body: dict[str, Any]) -> Plan:
+    """What one TaskSchedule object compiles to (its PingSource), labelled as ``clrk apply`` would.
+
+    Raises :class:`~clrk.errors.ClrkError` with the reason when the object does not validate.
+    """
+    meta = body.get("metadata", {})
+    source = f"TaskSchedule {meta.get('namespace')}/{meta.get('name')}"
+    schedule: TaskSchedule = _model(body, TaskSchedule, source)
+    documents = {f"TaskSchedule/{schedule.ref}": RawDocument(source, body, _NOWHERE)}
+    return plan_apply(Bundle(Manifests(schedules=[schedule], sources=documents)), _apply_set(body))
 
 
 def condition(status: str, reason: str, message: str, now: datetime.datetime | None = None) -> dict[str, str]:

@@ -3,28 +3,34 @@
 ``clrk ingress`` lists TaskAgents and Callers in every namespace, turns them into the same
 :class:`~clrk.ingress.AgentTarget` and :class:`~clrk.ingress.CallerKey` tables ``clrk dev`` builds
 from files, refreshes them every few seconds, and forwards over HTTP to each agent's Knative
-Service. Building the tables is pure (:func:`routing_table`); :func:`serve_ingress` is the shell.
+Service (``<name>.<namespace>.svc.<cluster domain>``). A Caller's ``keySecretRef`` names a Secret
+of the Caller's own namespace: the ingress reads it through the API server (RBAC: ``get`` on
+``secrets``, nothing more; no list, no watch), so no Secret is mounted into its pod. Building the
+tables is pure (:func:`routing_table`); :func:`serve_ingress` is the shell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 
 from clrk.api import Caller, TaskAgent
-from clrk.api.egress import SecretRef
 from clrk.cluster.connecting import Cluster
-from clrk.egress.secrets import SecretSource
 from clrk.errors import ClusterError
 from clrk.ingress import AgentTarget, CallerKey, CallerKeys, HttpForwarder, IngressSettings, caller_key, create_app
 from clrk_runtime.server.protocols import http_protocol
 
-__all__ = ["routing_table", "serve_ingress"]
+__all__ = ["SecretReader", "refresh", "routing_table", "secret_reader", "serve_ingress"]
+
+SecretReader = Callable[[str, str, str], str | None]
+"""``(namespace, name, key)`` → the value of that key of that Secret, or None."""
 
 log = logging.getLogger("clrk.ingress")
 
@@ -40,7 +46,7 @@ def _label(body: dict[str, Any]) -> str:
 
 
 def routing_table(
-    agents: Iterable[dict[str, Any]], callers: Iterable[dict[str, Any]], secrets: SecretSource | None
+    agents: Iterable[dict[str, Any]], callers: Iterable[dict[str, Any]], secrets: SecretReader | None
 ) -> tuple[dict[str, AgentTarget], list[CallerKey]]:
     """Targets by ``namespace/name`` and caller keys; invalid objects are logged and left out
     (``clrk validate`` and the operator's status conditions say why to their authors)."""
@@ -59,14 +65,23 @@ def routing_table(
         except ValidationError as exc:
             log.warning("%s left out: %s", _label(body), exc.errors()[0]["msg"])
             continue
-        key = caller_key(caller, lambda name, key: secrets.get(SecretRef(name=name, key=key)) if secrets else None)
-        if key is None:
+        namespace = caller.metadata.namespace
+
+        def read(name: str, key: str, namespace: str = namespace) -> str | None:
+            return secrets(namespace, name, key) if secrets is not None else None
+
+        entry = caller_key(caller, read)
+        if entry is None:
             ref = caller.spec.key_secret_ref
             log.warning(
-                "Caller %s left out: secret %s/%s is not mounted", caller.ref, ref and ref.name, ref and ref.key
+                "Caller %s left out: Secret %s/%s has no key %r (or cannot be read)",
+                caller.ref,
+                namespace,
+                ref and ref.name,
+                ref and ref.key,
             )
             continue
-        keys.append(key)
+        keys.append(entry)
     return targets, keys
 
 
@@ -77,27 +92,52 @@ def _items(cluster: Cluster, kind: str) -> list[dict[str, Any]]:
     return [dict(item.to_dict()) for item in listing.items]
 
 
-def refresh(cluster: Cluster, forwarder: HttpForwarder, callers: CallerKeys, secrets: SecretSource | None) -> None:
-    """Read TaskAgents and Callers once and swap both tables."""
-    targets, keys = routing_table(_items(cluster, "TaskAgent"), _items(cluster, "Caller"), secrets)
+def secret_reader(cluster: Cluster) -> SecretReader:
+    """Reads Secret keys through the API server, each Secret at most once per reader; a Secret
+    that is missing or cannot be read is logged and counts as absent."""
+    seen: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    def read(namespace: str, name: str, key: str) -> str | None:
+        if (namespace, name) not in seen:
+            try:
+                seen[(namespace, name)] = cluster.read(cluster.resource("v1", "Secret"), name, namespace)
+            except ClusterError as exc:
+                log.warning("Secret %s/%s cannot be read: %s", namespace, name, exc)
+                seen[(namespace, name)] = None
+        encoded = ((seen[(namespace, name)] or {}).get("data") or {}).get(key)
+        if encoded is None:
+            return None
+        try:
+            return base64.b64decode(encoded, validate=True).decode("utf-8").strip() or None
+        except (binascii.Error, UnicodeDecodeError):
+            log.warning("Secret %s/%s: key %r is not UTF-8 text", namespace, name, key)
+            return None
+
+    return read
+
+
+def refresh(cluster: Cluster, forwarder: HttpForwarder, callers: CallerKeys) -> None:
+    """Read TaskAgents, Callers and the Secrets the Callers name once, and swap both tables."""
+    agents, found = _items(cluster, "TaskAgent"), _items(cluster, "Caller")
+    targets, keys = routing_table(agents, found, secret_reader(cluster))
     forwarder.set_targets(targets)
     callers.replace(keys)
 
 
 async def serve_ingress(
-    settings: IngressSettings, cluster: Cluster, secrets: SecretSource | None, interval: float = 5.0
+    settings: IngressSettings, cluster: Cluster, cluster_domain: str, interval: float = 5.0
 ) -> None:
     """Serve until SIGTERM, re-reading the tables every ``interval`` seconds."""
-    forwarder = HttpForwarder({})
+    forwarder = HttpForwarder({}, cluster_domain)
     callers = CallerKeys(open_mode=settings.open_mode)
-    refresh(cluster, forwarder, callers, secrets)  # fail at start when the cluster is unusable
+    refresh(cluster, forwarder, callers)  # fail at start when the cluster is unusable
     log.info("routing %d agent(s); auth: %s", len(forwarder.targets()), "open" if callers.open_mode else "keys")
 
     async def keep_fresh() -> None:
         while True:
             await asyncio.sleep(interval)
             try:
-                await asyncio.to_thread(refresh, cluster, forwarder, callers, secrets)
+                await asyncio.to_thread(refresh, cluster, forwarder, callers)
             except ClusterError as exc:
                 log.error("could not refresh the routing table, keeping the last one: %s", exc)
 

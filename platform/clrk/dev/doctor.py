@@ -3,11 +3,15 @@
 ``clrk dev`` runs an agent on the host's filesystem (read-only) instead of building its image, so
 what the Dockerfile's RUN lines install must already be here. This reads those lines (apk,
 apt-get, dnf/yum, npm -g), names the command each package provides, and looks for it on PATH.
-Parsing is pure; :func:`check` is the one lookup on the host.
+A file a RUN line puts into a bin folder itself (``install … /usr/local/bin/claude``, ``ln -s …``:
+how the templates install the pinned Claude CLI from another build stage) counts too, under its
+file name. Parsing is pure; :func:`check` is the one lookup on the host.
 """
 
 from __future__ import annotations
 
+import itertools
+import posixpath
 import re
 import shlex
 import shutil
@@ -44,6 +48,12 @@ _COMMANDS: dict[str, str | None] = {
     "netcat-openbsd": "nc",
 }
 _SPLIT = re.compile(r"&&|\|\||;|\|")
+_PREFIX = re.compile(r"^(--[a-z-]+=.*|[A-Za-z_][A-Za-z0-9_]*=.*)$")
+"""Words before the command: RUN's own flags (``--mount=…``) and environment assignments."""
+_REDIRECTION = re.compile(r"^[0-9]*[<>]")
+_BIN_FILE = re.compile(r"^/(usr/(local/)?)?s?bin/[^/]+$")
+"""A file in one of the folders every image's PATH holds."""
+_PLACERS = {"install", "ln", "cp", "mv"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +95,14 @@ def requirements(run_lines: Iterable[str]) -> list[Requirement]:
                 words = shlex.split(segment)
             except ValueError:
                 continue
+            while words and _PREFIX.match(words[0]):
+                words.pop(0)
+            words = list(itertools.takewhile(lambda w: not _REDIRECTION.match(w), words))
             if len(words) < 2:
+                continue
+            if words[0] in _PLACERS and _BIN_FILE.match(words[-1]):
+                placed = posixpath.basename(words[-1])
+                out.setdefault(placed, Requirement(placed, words[-1], words[0]))
                 continue
             installer = _INSTALLERS.get((words[0], words[1]))
             if words[0] == "npm" and words[1] in ("install", "i") and ("-g" in words or "--global" in words):

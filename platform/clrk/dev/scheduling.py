@@ -1,10 +1,13 @@
 """TaskSchedules in ``clrk dev``: a cron scheduler that invokes agents through the ingress.
 
-Each run is a CloudEvent (``type: dev.clrk.schedule``) posted to the in-process ingress, so it
-takes exactly a caller's path (auth, deadline, spans, the requests pane). Times follow the
-schedule's time zone, daylight-saving changes included. Runs missed while ``clrk dev`` was not
-running are not replayed: at start, each schedule waits for its next time from now (as a
-PingSource does in a cluster).
+Each run is a CloudEvent posted to the in-process ingress, so it takes exactly a caller's path
+(auth, deadline, spans, the requests pane). It is the event a PingSource sends in a cluster: type
+``dev.knative.sources.ping`` (:data:`~clrk.api.schedules.SCHEDULE_EVENT_TYPE`), source
+``/apis/v1/namespaces/<ns>/pingsources/<name>``, the schedule's JSON object as ``data``; an agent
+reads the same envelope either way. Schedules are read as the PingSource reads them (robfig/cron,
+:mod:`clrk.api.cron`), in the schedule's time zone, daylight-saving changes included. Runs missed
+while ``clrk dev`` was not running are not replayed: at start, each schedule waits for its next
+time from now (as a PingSource does in a cluster).
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 from uuid6 import uuid7
 
-from clrk.api.schedules import TaskSchedule
+from clrk.api.schedules import SCHEDULE_EVENT_TYPE, TaskSchedule, schedule_event_source
 from clrk_runtime.protocol.headers import AGENT_HEADER
 
 __all__ = ["SCHEDULE_EVENT_TYPE", "Scheduler", "next_run", "schedule_request"]
 
-SCHEDULE_EVENT_TYPE = "dev.clrk.schedule"
 log = logging.getLogger("clrk.dev.schedules")
 
 Post = Callable[[dict[str, str], bytes], Awaitable[int]]
@@ -33,8 +35,12 @@ Post = Callable[[dict[str, str], bytes], Awaitable[int]]
 
 def next_run(schedule: TaskSchedule, after: datetime) -> datetime:
     """The first time strictly after ``after`` (aware) at which ``schedule`` fires, in UTC."""
-    zone = ZoneInfo(schedule.spec.time_zone)
-    following: datetime = croniter(schedule.spec.schedule, after.astimezone(zone)).get_next(datetime)
+    zone = ZoneInfo(schedule.spec.zone)
+    parsed = schedule.spec.parsed
+    # robfig's day rule, spelled for croniter: either day field matching runs the day only
+    # when both are restricted.
+    runs = croniter(parsed.expression, after.astimezone(zone), day_or=parsed.day_or)
+    following: datetime = runs.get_next(datetime)
     return following.astimezone(UTC)
 
 
@@ -45,7 +51,7 @@ def schedule_request(schedule: TaskSchedule, at: datetime) -> tuple[dict[str, st
         "content-type": "application/json",
         "ce-specversion": "1.0",
         "ce-id": str(uuid7()),
-        "ce-source": f"/clrk/schedules/{schedule.metadata.namespace}/{schedule.metadata.name}",
+        "ce-source": schedule_event_source(schedule.metadata.namespace, schedule.metadata.name),
         "ce-type": SCHEDULE_EVENT_TYPE,
         "ce-time": at.isoformat().replace("+00:00", "Z"),
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -43,14 +44,35 @@ def reachable_by_others(path: Path) -> bool:
     )
 
 
+def _tool(command: str, agent_path: str) -> str | None:
+    """Where ``command`` is to be taken from for agents, or None when they need no copy of it.
+
+    In clrk's own bin folder (where ``make install`` links the pinned Claude CLI), when it leads
+    the agents' PATH: that one, as it is what clrk pins (but never clrk's own interpreter, a
+    virtualenv's ``python3``, whose copy would not find its libraries). Elsewhere on PATH: the
+    first one, unless the sandbox user can run one further along, which its shell then finds (a
+    copy of an interpreter or of a pyenv shim would not work)."""
+    folders = [folder for folder in agent_path.split(os.pathsep) if folder]
+    own_bin, own = str(Path(sys.executable).parent), Path(sys.executable).resolve()
+    if own_bin in folders:
+        pinned = shutil.which(command, path=own_bin)
+        if pinned is not None and Path(pinned).resolve() != own:
+            return None if reachable_by_others(Path(pinned)) else pinned
+    hits = [hit for folder in folders if folder != own_bin and (hit := shutil.which(command, path=folder))]
+    if not hits or any(reachable_by_others(Path(hit)) for hit in hits):
+        return None
+    return hits[0]
+
+
 def _stage_tools(commands: list[str], agent_path: str, bin_dir: Path) -> bool:
     """Put the tools the agents' images install, where the host has them out of the sandbox
     user's reach (a checkout in /root or another 0700 folder), into ``bin_dir``: hard-linked
-    when the file system allows, else copied. True when any was staged."""
+    when the file system allows, else copied (which one: :func:`_tool`). True when any was
+    staged."""
     staged = False
     for command in dict.fromkeys(commands):  # several agents often need the same tool
-        found = shutil.which(command, path=agent_path)
-        if found is None or reachable_by_others(Path(found)):
+        found = _tool(command, agent_path)
+        if found is None:
             continue
         bin_dir.mkdir(exist_ok=True)
         target = bin_dir / command

@@ -95,11 +95,12 @@ class InProcessForwarder:
 
 
 class HttpForwarder:
-    """Agents served by Knative Services: ``http://<name>.<namespace>.svc.cluster.local``."""
+    """Agents served by Knative Services: ``http://<name>.<namespace>.svc.<cluster_domain>/``
+    (the cluster's DNS domain: ``cluster.local`` unless the cluster was set up otherwise)."""
 
-    def __init__(self, targets: Mapping[str, AgentTarget], domain: str = "svc.cluster.local") -> None:
+    def __init__(self, targets: Mapping[str, AgentTarget], cluster_domain: str) -> None:
         self._targets = dict(targets)
-        self._domain = domain
+        self._domain = f"svc.{cluster_domain}"
         self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000))
 
     def targets(self) -> Mapping[str, AgentTarget]:

@@ -1,7 +1,7 @@
 """Manifests: load (files, folders, stdin), validate, and compile to Kubernetes objects."""
 
 from clrk.manifests.bundles import Bundle, compile_bundle, entrypoint, load_bundle
-from clrk.manifests.compiling import ClusterOptions
+from clrk.manifests.options import ClusterOptions
 from clrk.manifests.parsing import Manifests
 from clrk.manifests.policies import egress_config
 

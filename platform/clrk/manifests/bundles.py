@@ -13,9 +13,10 @@ from typing import IO, Any
 from clrk.api import TaskAgent
 from clrk.api.taskagent import ANNOTATION_BUILD_CONTEXT
 from clrk.errors import BuildError, SpecError
-from clrk.manifests.compiling import ClusterOptions, ingress_service, knative_service, ping_source
+from clrk.manifests.compiling import ingress_service, knative_service, ping_source
 from clrk.manifests.dockerfiles import BuildContext, ImageConfig, read_build_context
 from clrk.manifests.loading import load_documents
+from clrk.manifests.options import ClusterOptions
 from clrk.manifests.parsing import Manifests, parse_documents
 from clrk.manifests.policies import egress_configmaps
 

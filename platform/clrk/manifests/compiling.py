@@ -6,43 +6,66 @@ container runs the shim, which execs the agent's entrypoint once per request in 
 
 Scaling. The shim runs several sandboxes per pod, so Knative's ``containerConcurrency`` is the
 number of sandboxes one pod runs at once: the largest divisor of ``maxConcurrency`` not above
-:data:`SANDBOXES_PER_POD`, so that ``max-scale * containerConcurrency`` equals ``maxConcurrency``
-exactly and never exceeds it. ``min-scale`` (and ``initial-scale``) is ``warmPoolSize``, and every
-pod keeps one sandbox warm, so ``warmPoolSize`` sandboxes wait ready across the Service.
+:data:`SANDBOXES_PER_POD` that still leaves ``max-scale`` (``maxConcurrency`` divided by it) at
+least ``min-scale``, so that ``max-scale * containerConcurrency`` equals ``maxConcurrency`` exactly
+and Knative's webhook (``max-scale`` ≥ ``min-scale``) accepts the pair. ``min-scale`` (and
+``initial-scale``) is ``warmPoolSize``, and every pod keeps one sandbox warm, so ``warmPoolSize``
+sandboxes wait ready across the Service; the model refuses a ``maxConcurrency`` below
+``warmPoolSize``, the one case no divisor fits.
+
+Timeouts. The shim answers only when the agent exits, so its response starts at the end: Knative's
+``timeoutSeconds`` and ``responseStartTimeoutSeconds`` are both ``spec.timeout`` (whole seconds,
+rounded up: Knative would otherwise apply its ``revision-response-start-timeout-seconds`` default,
+300 s, to longer agents), and the shim's own ``--timeout`` is the exact value.
 
 Security. The agent never runs as root: each sandbox gets an unprivileged uid of its own (65534
 inside bubblewrap). The shim keeps uid 0 in the container only to switch to those uids, kill the
 agent's process tree and remove what it left (``SHIM_CAPABILITIES``; a test runs the real shim
 with only those): every other capability is dropped, privilege escalation is off, seccomp is
-RuntimeDefault. That split is what keeps the egress token
-key (mounted for the shim, mode 0400) out of the agent's reach. Knative must allow init containers
-and added capabilities (``clrk install`` sets both feature flags).
+RuntimeDefault, and ``runAsNonRoot: false`` is said outright (Knative's ``secure-pod-defaults``
+would otherwise set it to true, and kubelet would refuse to start a root container). That split is
+what keeps the egress token key (mounted for the shim, mode 0400) out of the agent's reach. Knative
+must allow init containers, added capabilities, a pod securityContext and emptyDir volumes
+(``clrk install`` sets those feature flags). The pod needs the ``baseline`` Pod Security level
+(its added capabilities are all on baseline's list; ``restricted`` forbids root and any added
+capability but NET_BIND_SERVICE): ``clrk apply`` labels agent namespaces so.
+
+Storage. Plain sandboxes keep their HOME, TMPDIR and work folder under the shim's temp root: an
+emptyDir with a ``sizeLimit`` (:data:`SANDBOX_DIR`, ``CLRK_TEMP_ROOT``), not the pod's 64 MiB
+``/dev/shm``.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
-from dataclasses import dataclass
+import math
+from datetime import timedelta
 from typing import Any
 
-from clrk import __version__
 from clrk.api import TaskAgent
 from clrk.api.schedules import TaskSchedule
-from clrk.manifests.policies import SYSTEM_NAMESPACE
+from clrk.manifests.options import RUNTIME_RESOURCES, ClusterOptions
 
 __all__ = [
     "INGRESS_NAMESPACE",
     "SANDBOXES_PER_POD",
-    "ClusterOptions",
+    "SANDBOX_DIR",
     "ingress_service",
+    "ingress_service_name",
     "knative_service",
     "ping_source",
     "scaling",
+    "shim_seconds",
+    "whole_seconds",
 ]
 
 SANDBOXES_PER_POD = 4
 INGRESS_NAMESPACE = "clrk"
-"""Where the ingress and the per-agent ``clrk-<name>`` Services live (callers' side)."""
+"""Where the ingress and the per-agent ``clrk-<namespace>-<name>`` Services live (callers' side)."""
+SANDBOX_DIR = "/var/lib/clrk/sandboxes"
+"""The shim's temp root in an agent pod: an emptyDir of its own."""
 
 SHIM_CAPABILITIES = ("SETUID", "SETGID", "KILL", "CHOWN", "FOWNER", "DAC_OVERRIDE")
 """All the shim's container keeps (every other one is dropped): switching to the sandboxes' uids,
@@ -55,22 +78,38 @@ _TOKEN_DIR = "/var/run/clrk/egress-token"  # noqa: S105 (a path, not a secret)
 _MANAGED = {"app.kubernetes.io/managed-by": "clrk"}
 
 
-@dataclass(frozen=True)
-class ClusterOptions:
-    """Where the platform's pieces are, as ``clrk install`` lays them out."""
-
-    runtime_image: str = f"ghcr.io/clrk-dev/clrk-runtime:{__version__}"
-    egress_proxy: str = f"clrk-egress.{SYSTEM_NAMESPACE}.svc.cluster.local:3128"
-    ca_configmap: str = "clrk-ca"
-    token_secret: str = "clrk-egress-token"  # noqa: S105 (a Secret's name)
-
-
-def scaling(max_concurrency: int | None) -> tuple[int, int | None]:
-    """``(containerConcurrency, max-scale)`` for a TaskAgent's ``maxConcurrency``."""
+def scaling(max_concurrency: int | None, warm_pool_size: int = 0) -> tuple[int, int | None]:
+    """``(containerConcurrency, max-scale)`` for a TaskAgent's ``maxConcurrency``, with max-scale
+    at least ``warm_pool_size`` (the min-scale) whenever ``maxConcurrency`` allows it."""
     if max_concurrency is None:
         return SANDBOXES_PER_POD, None
-    per_pod = max(d for d in range(1, SANDBOXES_PER_POD + 1) if max_concurrency % d == 0)
+    divisors = [d for d in range(1, SANDBOXES_PER_POD + 1) if max_concurrency % d == 0]
+    fitting = [d for d in divisors if max_concurrency // d >= warm_pool_size] or [1]
+    per_pod = max(fitting)
     return per_pod, max_concurrency // per_pod
+
+
+def whole_seconds(value: timedelta) -> int:
+    """``value`` as the whole seconds a Knative field takes: rounded up, at least 1."""
+    return max(1, math.ceil(value / timedelta(seconds=1)))
+
+
+def shim_seconds(value: timedelta) -> str:
+    """``value`` exactly, as the shim's ``--timeout`` reads it: ``100s``, ``0.25s``, ``90.5s``."""
+    whole, fraction = divmod(value // timedelta(microseconds=1), 1_000_000)
+    return (f"{whole}.{fraction:06d}".rstrip("0") if fraction else str(whole)) + "s"
+
+
+def ingress_service_name(namespace: str, name: str) -> str:
+    """``clrk-<namespace>-<name>``: one Service per agent in the ingress namespace, where agents
+    of every namespace meet. When the namespace holds a ``-`` (``team-a``/``bot`` and
+    ``team``/``a-bot`` would read alike) or the name would pass 63 characters, the readable part
+    (cut to fit) is followed by 8 hex digits of a SHA-256 of ``namespace/name``."""
+    plain = f"clrk-{namespace}-{name}"
+    if "-" not in namespace and len(plain) <= 63:
+        return plain
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
+    return f"{plain[: 63 - 9].rstrip('-')}-{digest}"
 
 
 def _labels(agent: TaskAgent) -> dict[str, str]:
@@ -80,14 +119,14 @@ def _labels(agent: TaskAgent) -> dict[str, str]:
 def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) -> dict[str, Any]:
     """The ``serving.knative.dev/v1`` Service that serves ``agent``; ``argv`` is its entrypoint."""
     spec = agent.spec
-    per_pod, max_scale = scaling(spec.max_concurrency)
+    per_pod, max_scale = scaling(spec.max_concurrency, spec.warm_pool_size)
     annotations = {"autoscaling.knative.dev/min-scale": str(spec.warm_pool_size)}
     if spec.warm_pool_size:
         annotations["autoscaling.knative.dev/initial-scale"] = str(spec.warm_pool_size)
     if max_scale is not None:
         annotations["autoscaling.knative.dev/max-scale"] = str(max_scale)
     shim_args = [
-        "--timeout", f"{spec.timeout.total_seconds():g}s",
+        "--timeout", shim_seconds(spec.timeout),
         "--warm-pool", "1" if spec.warm_pool_size else "0",
         "--max-concurrency", str(per_pod),
         "--sandbox", "plain",
@@ -99,7 +138,9 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
         "CLRK_EGRESS_PROXY": options.egress_proxy,
         "CLRK_CA_BUNDLE": f"{_CA_DIR}/ca-bundle.crt",
         "CLRK_EGRESS_TOKEN_KEY_FILE": f"{_TOKEN_DIR}/key",
+        "CLRK_TEMP_ROOT": SANDBOX_DIR,
     }
+    resources = spec.resources.as_kubernetes() if spec.resources is not None else options.agent_resources
     container = {
         "name": "agent",
         "image": agent.container.image,
@@ -107,15 +148,18 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
         "args": shim_args,
         "ports": [{"name": "http1", "containerPort": 8080}],
         "env": [{"name": k, "value": v} for k, v in env.items()],
+        "resources": copy.deepcopy(resources),
         "readinessProbe": {"httpGet": {"path": "/readyz"}, "periodSeconds": 1},
         "livenessProbe": {"httpGet": {"path": "/livez"}},
         "volumeMounts": [
             {"name": "clrk-runtime", "mountPath": _RUNTIME_DIR, "readOnly": True},
             {"name": "clrk-ca", "mountPath": _CA_DIR, "readOnly": True},
             {"name": "clrk-egress-token", "mountPath": _TOKEN_DIR, "readOnly": True},
+            {"name": "clrk-sandboxes", "mountPath": SANDBOX_DIR},
         ],
         "securityContext": {
             "runAsUser": 0,
+            "runAsNonRoot": False,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": False,
             "capabilities": {
@@ -129,6 +173,7 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
         "name": "clrk-runtime",
         "image": options.runtime_image,
         "command": ["cp", "-a", "/clrk/.", f"{_RUNTIME_DIR}/"],
+        "resources": copy.deepcopy(RUNTIME_RESOURCES),
         "volumeMounts": [{"name": "clrk-runtime", "mountPath": _RUNTIME_DIR}],
         "securityContext": {
             "runAsNonRoot": True,
@@ -138,6 +183,7 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+    seconds = whole_seconds(spec.timeout)
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
@@ -151,7 +197,8 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
                 "metadata": {"labels": _labels(agent), "annotations": annotations},
                 "spec": {
                     "containerConcurrency": per_pod,
-                    "timeoutSeconds": int(spec.timeout.total_seconds()),
+                    "timeoutSeconds": seconds,
+                    "responseStartTimeoutSeconds": seconds,
                     "enableServiceLinks": False,
                     "automountServiceAccountToken": False,
                     "securityContext": {"fsGroup": 65532},
@@ -164,6 +211,7 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
                             "name": "clrk-egress-token",
                             "secret": {"secretName": options.token_secret, "defaultMode": 0o400},
                         },
+                        {"name": "clrk-sandboxes", "emptyDir": {"sizeLimit": options.sandbox_size}},
                     ],
                 },
             }
@@ -172,15 +220,16 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
 
 
 def ingress_service(agent: TaskAgent) -> dict[str, Any]:
-    """``Service clrk-<name>`` in the ingress namespace, so that
-    ``kubectl port-forward -n clrk svc/clrk-<name> 18080:80`` reaches the ingress."""
+    """The agent's Service in the ingress namespace (:func:`ingress_service_name`), so that
+    ``kubectl port-forward -n clrk svc/<it> 18080:80`` reaches the ingress."""
+    namespace, name = agent.metadata.namespace, agent.metadata.name
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": f"clrk-{agent.metadata.name}",
+            "name": ingress_service_name(namespace, name),
             "namespace": INGRESS_NAMESPACE,
-            "labels": _labels(agent),
+            "labels": {**_labels(agent), "clrk.dev/namespace": namespace},
             "annotations": {"clrk.dev/agent-ref": agent.ref},
         },
         "spec": {
@@ -191,7 +240,9 @@ def ingress_service(agent: TaskAgent) -> dict[str, Any]:
 
 
 def ping_source(schedule: TaskSchedule) -> dict[str, Any]:
-    """The ``sources.knative.dev/v1`` PingSource that invokes the schedule's agent."""
+    """The ``sources.knative.dev/v1`` PingSource that invokes the schedule's agent. Its events
+    have Knative's type and source (:data:`~clrk.api.schedules.SCHEDULE_EVENT_TYPE`), which
+    ``clrk dev`` copies; the time zone is explicit, a ``CRON_TZ=`` prefix moved into it."""
     spec = schedule.spec
     return {
         "apiVersion": "sources.knative.dev/v1",
@@ -206,8 +257,8 @@ def ping_source(schedule: TaskSchedule) -> dict[str, Any]:
             },
         },
         "spec": {
-            "schedule": spec.schedule,
-            "timezone": spec.time_zone,
+            "schedule": spec.cron,
+            "timezone": spec.zone,
             "contentType": "application/json",
             "data": json.dumps(spec.data, separators=(",", ":"), sort_keys=True),
             "sink": {

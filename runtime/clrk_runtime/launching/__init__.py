@@ -2,7 +2,8 @@
 
 :mod:`.spawner` is the shim's side (:class:`Spawner`, :class:`Child`), :mod:`.spawn_server` the
 small standard-library program it runs that starts every sandbox's first process with
-``posix_spawn``, and :mod:`.pipes` the children's pipes on the event loop.
+``posix_spawn`` and removes what sandboxes leave (with :mod:`.cleaning`, never following a
+symlink), and :mod:`.pipes` the children's pipes on the event loop.
 """
 
 from clrk_runtime.launching.spawner import Child, Launch, Spawner, SpawnerGone

@@ -1,8 +1,9 @@
 """The spawner: a small helper process that starts every sandbox's first process for the shim.
 
-Run by :class:`clrk_runtime.launching.spawner.Spawner` as ``python -I -S spawner.py FD``, with FD one end
-of a ``SOCK_SEQPACKET`` socket pair; standard library only. It exists so that the shim's event
-loop never forks, execs or switches uid, and so that the uid switch costs no extra exec:
+Run by :class:`clrk_runtime.launching.spawner.Spawner` as ``PYTHON -I -S spawn_server.py FD``, with
+FD one end of a ``SOCK_SEQPACKET`` socket pair; standard library only (and :mod:`cleaning`, the file
+beside this one). It exists so that the shim's event loop never forks, execs or switches uid, and
+so that the uid switch costs no extra exec:
 
 * the shim forking itself cost ≈ 1.9 ms of its loop per spawn, and ≈ 3 ms with a uid switch
   (which rules out ``vfork``);
@@ -19,16 +20,30 @@ whose ids move, for the microseconds of the call; and while its real uid is a sa
 process of that uid exists to signal it (a uid is reused only once all of its processes died).
 
 Requests (one datagram each, :mod:`marshal`-encoded, the child's descriptors attached with
-``SCM_RIGHTS``): ``(tag, request)``, where ``request`` holds ``dirs`` (made 0700 and handed to
-the sandbox uid first), ``fds`` (the numbers the attached descriptors after the first three
-become in the child), ``uid``/``gid`` (``None``: keep ours), ``cwd``, ``executable`` (``None``:
-``argv[0]`` on ``env``'s PATH), ``argv`` and ``env``.
+``SCM_RIGHTS``): ``(op, tag, request)``:
 
-Replies: ``("started", tag, pid)``, ``("failed", tag, (errno, message))``, and
+* ``spawn``: ``dirs`` (made 0700 and handed to the sandbox uid first), ``fds`` (the numbers the
+  attached descriptors after the first three become in the child), ``uid``/``gid`` (``None``:
+  keep ours), ``cwd``, ``executable`` (``None``: ``argv[0]`` on ``env``'s PATH), ``argv`` and
+  ``env``. Answered ``("started", tag, pid)``.
+* ``prepare``: ``dirs``, ``uid``, ``gid``: the directories of a sandbox whose process comes later
+  (a warm plain sandbox). Answered ``("done", tag, 0)``.
+* ``clean``: ``directory``, ``uid``, ``gid``, ``places``: remove a sandbox's directory (if not
+  ``None``) and, with a uid, every entry of that uid at the top of each of ``places`` (the shared
+  places it may have written to: ``/tmp`` …), with all below it (:mod:`cleaning`). Held until no
+  child of that uid is left. A directory with a few entries and no place to scan is done here; anything more in a
+  process forked for it, which removes the directory's tree relative to directory descriptors
+  (never following a symlink), then drops to the sandbox uid for good before it touches a shared
+  place: there it can remove only what that uid could. Answered ``("done", tag, code)``: 0 once
+  nothing is left, else something could not be removed (the uid should not be reused).
+
+Every child starts with umask ``077``: what a sandbox creates, in a shared place too, is
+readable by its own uid alone. Any request may be answered ``("failed", tag, (errno, message))``
+instead. And
 ``("exit", pid, status)`` (a raw wait status) once each child has ended and been reaped, and, when
 it ran as a uid of its own, once every other process of that uid has been killed (see
-:func:`_sweep`). When the shim's end closes, every child's process group and every orphan we
-adopted is killed, and the spawner exits.
+:meth:`_Server.sweep`). When the shim's end closes, every child's process group and every orphan
+we adopted is killed, and the spawner exits.
 """
 
 from __future__ import annotations
@@ -47,6 +62,12 @@ import sys
 import time
 from typing import Any
 
+if __package__:
+    from clrk_runtime.launching import cleaning
+else:  # run as a file (python -I -S spawn_server.py): neither its folder nor site-packages is on the path
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    import cleaning  # type: ignore[import-not-found,no-redef]
+
 _MAX_MESSAGE = 1 << 20
 _MAX_FDS = 8
 _HIGH_FD = 64
@@ -56,6 +77,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 _SWEEP_WITHIN = 1.0
 _SWEEP_PAUSE = 0.0005
 """After its kill, a sweep reaps and looks again every half millisecond, for one second at most."""
+_SMALL = 64
+"""Entries of a sandbox's directory removed here, beyond which a cleaner process takes over."""
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
 """Signals ignored or handled here that a child must get back at their defaults."""
 
@@ -69,10 +92,6 @@ def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
     for fd in fds:
         os.set_inheritable(fd, False)  # only their dup2'ed copies reach the child
     return message, list(fds)
-
-
-def _say(sock: socket.socket, *reply: str | int | tuple[int, str]) -> None:
-    sock.sendall(marshal.dumps(reply))
 
 
 def _make_dirs(dirs: list[str], uid: int | None, gid: int | None) -> None:
@@ -121,64 +140,147 @@ def _which(name: str, path: str) -> str:
     raise FileNotFoundError(2, "not found on PATH", name)
 
 
-def _spawn(
-    sock: socket.socket, tag: int, request: dict[str, Any], fds: list[int], children: dict[int, int | None]
-) -> None:
-    try:
-        _make_dirs(request["dirs"], request["uid"], request["gid"])
-        pid = _start(request, fds)
-    except (OSError, ValueError) as exc:
-        code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
-        detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
-        _say(sock, "failed", tag, (code, detail))
-        return
-    children[pid] = request["uid"]
-    _say(sock, "started", tag, pid)
+class _Server:
+    """The spawner's state: what it started and what it cleans."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.children: dict[int, int | None] = {}
+        """The processes the shim started, and the uid each runs as."""
+        self.cleaners: dict[int, int] = {}
+        """Cleaner processes, and the tag of the request each answers."""
+        self.held: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        """Clean requests waiting for the last child of their uid to be reaped."""
 
-def _reap(sock: socket.socket, children: dict[int, int | None]) -> None:
-    """Reap every ended child. For each the shim started: kill everything left of its uid
-    (:func:`_sweep`), then report its exit. Adopted orphans are just reaped."""
-    while True:
+    def say(self, *reply: str | int | tuple[int, str]) -> None:
+        self.sock.sendall(marshal.dumps(reply))
+
+    def handle(self, op: str, tag: int, request: dict[str, Any], fds: list[int]) -> None:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        if pid in children:
-            uid = children.pop(pid)
-            if uid is not None:
-                _sweep(uid, children)
-            _say(sock, "exit", pid, status)
+            if op == "spawn":
+                _make_dirs(request["dirs"], request["uid"], request["gid"])
+                pid = _start(request, fds)
+                self.children[pid] = request["uid"]
+                self.say("started", tag, pid)
+            elif op == "prepare":
+                _make_dirs(request["dirs"], request["uid"], request["gid"])
+                self.say("done", tag, 0)
+            elif op == "clean":
+                if request["uid"] is not None and request["uid"] in self.children.values():
+                    self.held.setdefault(request["uid"], []).append((tag, request))
+                else:
+                    self.clean(tag, request)
+            else:
+                raise ValueError(f"unknown request {op!r}")
+        except (OSError, ValueError) as exc:
+            code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
+            detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+            self.say("failed", tag, (code, detail))
 
-
-def _sweep(uid: int, children: dict[int, int | None]) -> None:
-    """SIGKILL every process of ``uid``; return once none of them is our child any more (bounded).
-
-    Run as a sandbox's first process is reaped, before its exit is reported: so by the time the
-    shim hears of it, nothing of the sandbox runs, and its uid may go to another sandbox.
-    ``kill(-1)`` reaches every process the caller may signal: with ``uid`` as our real and
-    effective uid (root stays the saved one, to come back to), exactly that uid's processes,
-    wherever they moved (another session, another group, a double fork). The kernel holds off
-    forks while it walks the process list, so none is missed. Those orphaned along the way are
-    ours (we are their subreaper): we wait for them to die and reap them.
-    """
-    os.setresuid(uid, uid, 0)
-    try:
-        os.kill(-1, signal.SIGKILL)  # succeeds even when nothing matched: no way to tell from here
-    finally:
-        os.setresuid(0, 0, 0)
-    deadline = time.monotonic() + _SWEEP_WITHIN
-    while True:
-        # Orphans are not a sandbox's first process; a zombie's Uid still reads as it ran.
-        left = [pid for pid in _adopted() if pid not in children and _uid_of(pid) == uid]
-        if not left or time.monotonic() > deadline:
+    def clean(self, tag: int, request: dict[str, Any]) -> None:
+        """Remove a sandbox's leftovers: here when they are few, else in a cleaner process."""
+        uid, directory = request["uid"], request["directory"]
+        places_left = uid is not None and bool(request["places"])
+        directory_left = directory is not None and not (
+            cleaning.remove_empty(directory) or cleaning.remove_path(directory, budget=_SMALL)
+        )
+        if not (places_left or directory_left):
+            self.say("done", tag, 0)
             return
-        for pid in left:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.say("failed", tag, (exc.errno or errno.EAGAIN, f"fork: {exc.strerror}"))
+            return
+        if pid == 0:  # the cleaner: it never returns to this loop
+            code = 2
+            try:
+                self.sock.close()
+                signal.set_wakeup_fd(-1)
+                code = _cleaner(request, places_left)
+            finally:
+                os._exit(code)
+        self.cleaners[pid] = tag
+
+    def reap(self) -> None:
+        """Reap every ended child. For each the shim started: kill everything left of its uid
+        (:meth:`sweep`), then report its exit. For a cleaner: report its result. Adopted orphans
+        are just reaped."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.children:
+                uid = self.children.pop(pid)
+                if uid is not None:
+                    self.sweep(uid)
+                self.say("exit", pid, status)
+                if uid is not None and uid not in self.children.values():
+                    for tag, request in self.held.pop(uid, []):
+                        self.clean(tag, request)
+            elif pid in self.cleaners:
+                self.say("done", self.cleaners.pop(pid), os.waitstatus_to_exitcode(status))
+
+    def sweep(self, uid: int) -> None:
+        """SIGKILL every process of ``uid``; return once none of them is our child any more
+        (bounded).
+
+        Run as a sandbox's first process is reaped, before its exit is reported: so by the time
+        the shim hears of it, nothing of the sandbox runs, and its uid may go to another sandbox.
+        ``kill(-1)`` reaches every process the caller may signal: with ``uid`` as our real and
+        effective uid (root stays the saved one, to come back to), exactly that uid's processes,
+        wherever they moved (another session, another group, a double fork). The kernel holds
+        off forks while it walks the process list, so none is missed. Those orphaned along the
+        way are ours (we are their subreaper): we wait for them to die and reap them. ESRCH means
+        it found no process at all (in a container whose pid 1 is the shim, none but us two).
+        """
+        os.setresuid(uid, uid, 0)
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.setresuid(0, 0, 0)
+        deadline = time.monotonic() + _SWEEP_WITHIN
+        while True:
+            # Orphans are not a sandbox's first process; a zombie's Uid still reads as it ran.
+            left = [pid for pid in _adopted() if pid not in self.children and _uid_of(pid) == uid]
+            if not left or time.monotonic() > deadline:
+                return
+            for pid in left:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+            time.sleep(_SWEEP_PAUSE)
+
+    def kill_all(self) -> None:
+        """SIGKILL what we started (their groups) and what we adopted, and reap it all."""
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        while alive := _adopted():
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        time.sleep(_SWEEP_PAUSE)
+                while os.waitpid(-1, 0):
+                    pass
+
+
+def _cleaner(request: dict[str, Any], places_left: bool) -> int:
+    """A cleaner process's work: 0 once nothing of the sandbox is left, 1 otherwise."""
+    cleaning.raise_descriptor_limit()
+    # Its own directory first, with our ids: its parent (the shim's temp root) is root's alone.
+    ok = request["directory"] is None or cleaning.remove_path(request["directory"])
+    uid, gid = request["uid"], request["gid"]
+    if places_left:
+        # For good: no way back to root, and only what the sandbox itself could remove.
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        ok = cleaning.clean_places(uid, request["places"]) and ok
+    return 0 if ok else 1
 
 
 def _uid_of(pid: int) -> int | None:
@@ -201,20 +303,6 @@ def _adopted() -> list[int]:
     return found
 
 
-def _kill_all(children: dict[int, int | None]) -> None:
-    """SIGKILL what we started (their groups) and what we adopted, and reap it all."""
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    while alive := _adopted():
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, 0):
-                pass
-
-
 def _become_subreaper() -> None:
     """Orphans of our children (a killed bwrap's namespace init, a daemon's leftovers) become
     ours rather than the container's init's, which may never reap them (the shim can be PID 1)."""
@@ -225,11 +313,12 @@ def _become_subreaper() -> None:
 
 def serve(sock: socket.socket) -> None:
     """Answer requests on ``sock`` until its other end closes; then kill what is left."""
-    children: dict[int, int | None] = {}
-    """The processes the shim started, and the uid each runs as."""
+    server = _Server(sock)
     _become_subreaper()
     if os.geteuid() == 0:
         os.setgroups([])  # the children inherit no supplementary group
+    # The children's too: what a sandbox writes (in /tmp as well) is its own uid's alone.
+    os.umask(0o077)
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda number, frame: None)
@@ -246,17 +335,17 @@ def serve(sock: socket.socket) -> None:
                     if not message:
                         return
                     try:
-                        tag, request = marshal.loads(message)  # noqa: S302 - the shim's end of a socketpair
-                        _spawn(sock, tag, request, fds, children)
+                        op, tag, request = marshal.loads(message)  # noqa: S302 - the shim's end of a socketpair
+                        server.handle(op, tag, request, fds)
                     finally:
                         for fd in fds:
                             os.close(fd)
                 else:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_read, 4096)
-                    _reap(sock, children)
+                    server.reap()
     finally:
-        _kill_all(children)
+        server.kill_all()
 
 
 if __name__ == "__main__":

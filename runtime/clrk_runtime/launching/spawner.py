@@ -1,9 +1,9 @@
 """Start sandbox processes through the spawner, and wire their pipes into asyncio.
 
 The shim never forks: :class:`Spawner` keeps one small helper process (:mod:`clrk_runtime.launching.spawn_server`,
-standard library only) that makes a sandbox's directories and starts its first process in a new
-session with the sandbox uid, while the shim's loop only sends a request with the child's pipe
-ends attached (see the spawner's docstring for what this saves).
+standard library only) that makes a sandbox's directories, starts its first process in a new
+session with the sandbox uid, and removes what the sandbox left, while the shim's loop only sends
+a request with the child's pipe ends attached (see the spawner's docstring for what this saves).
 
 The spawner reaps its children and reports each exit status; :func:`ended` watches any other
 process (a pid namespace's init) through a pidfd.
@@ -84,9 +84,15 @@ class Child:
 
 
 class Spawner:
-    """The shim's side of the spawner process (one per runtime)."""
+    """The shim's side of the spawner process (one per runtime).
 
-    def __init__(self) -> None:
+    ``python`` is the argv prefix that runs this same Python (default: ``sys.executable``); the
+    spawner is started as ``python + ["-I", "-S", <spawn_server.py>, FD]``, with an empty
+    environment (see :attr:`clrk_runtime.settings.RuntimeSettings.python`).
+    """
+
+    def __init__(self, python: Sequence[str] | None = None) -> None:
+        self.python = list(python) if python else [sys.executable]
         self._socket: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._tags = itertools.count()
@@ -102,7 +108,7 @@ class Spawner:
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
             end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         try:
-            argv = [sys.executable, "-I", "-S", str(Path(spawn_server.__file__)), str(theirs.fileno())]
+            argv = [*self.python, "-I", "-S", str(Path(spawn_server.__file__)), str(theirs.fileno())]
             self._process = await asyncio.to_thread(
                 subprocess.Popen,
                 argv,
@@ -149,14 +155,32 @@ class Spawner:
             "argv": list(launch.argv),
             "env": dict(launch.env),
         }
-        started = await self._send(request, [*stdio, *launch.extra])
+        started = await self._send("spawn", request, [*stdio, *launch.extra])
         try:
             return await asyncio.shield(started)
         except asyncio.CancelledError:
             started.add_done_callback(self._abandon)  # it still starts: kill it once it has
             raise
 
-    async def _send(self, request: dict[str, Any], fds: Sequence[int]) -> asyncio.Future[int]:
+    async def prepare(self, dirs: Sequence[str], uid: int | None, gid: int | None) -> None:
+        """Make ``dirs`` (0700, owned by ``uid``/``gid`` when given) for a process started later."""
+        await self._ask("prepare", {"dirs": list(dirs), "uid": uid, "gid": gid})
+
+    async def clean(self, directory: str | None, uid: int | None, gid: int | None, places: Sequence[str]) -> bool:
+        """Remove ``directory`` (a sandbox's, in a folder only root may write) and, with ``uid``,
+        every top-level entry of ``uid``'s in ``places`` with all below it; True once nothing is
+        left. Done by the spawner once no child of ``uid`` runs: a few entries itself, more (or
+        any place to scan) in a process of its own, as ``uid`` in the places; never in the
+        shim's loop."""
+        request = {"directory": directory, "uid": uid, "gid": gid, "places": list(places)}
+        return await self._ask("clean", request) == 0
+
+    async def _ask(self, op: str, request: dict[str, Any]) -> int:
+        """Send a request that passes no descriptor and wait for its answer (it is carried out
+        even if the waiting is cancelled)."""
+        return await asyncio.shield(await self._send(op, request, ()))
+
+    async def _send(self, op: str, request: dict[str, Any], fds: Sequence[int]) -> asyncio.Future[int]:
         """Send one request; the future of its reply."""
         if (self._gone and not self._stopped) or self._restarting.locked():
             await self._restart()  # or wait for the restart under way
@@ -168,7 +192,7 @@ class Spawner:
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
         try:
             # A blocking send: it waits only if the spawner is thousands of requests behind.
-            self._socket.sendmsg([marshal.dumps((tag, request))], ancillary)
+            self._socket.sendmsg([marshal.dumps((op, tag, request))], ancillary)
         except OSError as exc:
             self._started.pop(tag, None)
             raise SpawnerGone(f"the spawner process is not reachable: {exc}") from exc
@@ -220,7 +244,7 @@ class Spawner:
                 if waiting is None:  # kept until exit_status(pid) asks
                     waiting = self._exits[key] = asyncio.get_running_loop().create_future()
                 self._resolve(waiting, os.waitstatus_to_exitcode(value))
-            elif kind == "started":
+            elif kind in ("started", "done"):
                 self._resolve(self._started.pop(key, None), value)
             else:
                 started = self._started.pop(key, None)

@@ -2,8 +2,9 @@
 
 :mod:`.sandboxes` (a sandbox's life: made, launched, killed, removed), :mod:`.layouts` (the
 bubblewrap command line and the stub scripts, pure), :mod:`.backends` (bubblewrap or plain),
-:mod:`.uids` (a host uid of its own per sandbox), :mod:`.reaping` (what a plain sandbox left),
-:mod:`.relay` (the egress socket a bubblewrap sandbox reaches the gateway through).
+:mod:`.uids` (a host uid of its own per sandbox), :mod:`.reaping` (what a plain sandbox left
+running), :mod:`.places` (the shared places a plain sandbox's uid is cleaned from), :mod:`.relay`
+(the egress socket a bubblewrap sandbox reaches the gateway through).
 """
 
 from clrk_runtime.sandbox.sandboxes import Sandbox, SandboxKind, SandboxSpec, create_sandbox

@@ -1,10 +1,11 @@
 """Command lines for the two sandbox kinds: pure functions, no I/O.
 
-Every sandbox starts as a *stub*: ``sh -c`` waiting on a pipe (``/dev/fd/N``). The invocation's
-environment and entrypoint arrive there as a short shell script (see :func:`launch_script`),
-which ``exec``\\ s the entrypoint in exactly that environment: so a warm sandbox costs one
-``exec`` at invocation time. A cold bubblewrap sandbox is the very same path started on demand;
-a cold plain one needs no stub (the spawner starts the entrypoint itself).
+Every bubblewrap sandbox starts as a *stub*: ``sh -c`` inside the namespaces, waiting on a pipe
+(``/dev/fd/N``). The invocation's environment and entrypoint arrive there as a short shell script
+(see :func:`launch_script`), which ``exec``\\ s the entrypoint in exactly that environment: so a
+warm sandbox costs one ``exec`` at invocation time. A cold bubblewrap sandbox is the very same
+path started on demand. A plain sandbox needs no stub and no shell, warm or cold: the spawner
+starts the entrypoint itself.
 
 bubblewrap (``bwrap``) layout, as the agent sees it::
 

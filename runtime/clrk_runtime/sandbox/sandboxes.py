@@ -1,12 +1,21 @@
 """One sandbox's life on the host: make it, hand it an invocation, kill it, remove it.
 
-A :class:`Sandbox` is a stub process (see :mod:`clrk_runtime.sandbox.layouts`) plus its private host
-directory; a cold plain sandbox has no stub: the agent is started directly when its invocation
-comes. Every process is started by the spawner (:mod:`clrk_runtime.launching.spawner`). Killing is always
-of the whole tree: for bubblewrap the pid namespace dies with its init (``--die-with-parent``);
-with a host uid of its own (the shim is root) every process of that uid is killed when the first
-one is reaped; otherwise the process group gets SIGKILL (and, after a deadline, every process
-left in the sandbox's session).
+A bubblewrap :class:`Sandbox` is a stub process (see :mod:`clrk_runtime.sandbox.layouts`) plus its
+private host directory. A plain sandbox runs no process before its invocation and needs no shell:
+a warm one is its directories made and its uid held ahead of time, and the spawner starts the
+agent itself when the invocation comes (a cold one makes its directories then too). Every process
+is started by the spawner (:mod:`clrk_runtime.launching.spawner`). Killing is always of the whole
+tree: for bubblewrap the pid namespace dies with its init (``--die-with-parent``); with a host
+uid of its own (the shim is root) every process of that uid is killed when the first one is
+reaped; otherwise the process group gets SIGKILL (and, after a deadline, every process left in
+the sandbox's session).
+
+Removing is the spawner's job too, off the shim's loop (:meth:`Spawner.clean
+<clrk_runtime.launching.spawner.Spawner.clean>`): the sandbox's directory, never following a
+symlink an agent planted, and, for a plain sandbox with a uid of its own, everything that uid
+made in the shared places (``/tmp``, ``/var/tmp``, ``/dev/shm`` … see
+:mod:`clrk_runtime.sandbox.places`), removed as that uid. The uid serves another sandbox only
+once all of it is gone; otherwise it is set aside (never reused by this shim).
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from clrk_runtime.launching.spawner import Child, Launch, Spawner, ended, start_child
+from clrk_runtime.launching import cleaning
+from clrk_runtime.launching.spawner import Child, Launch, Spawner, SpawnerGone, ended, start_child
 from clrk_runtime.sandbox.layouts import BWRAP_PATHS, PROXY_PORT, SandboxPaths, bwrap_argv, launch_script, stub_script
 from clrk_runtime.sandbox.reaping import group_exists, kill_leftovers
 from clrk_runtime.sandbox.uids import HostIds
@@ -58,6 +68,8 @@ class SandboxSpec:
     """Starts every sandbox's first process (the shim's loop never forks)."""
     ids: HostIds | None = None
     """The uids sandboxes run as, one each (when ``drop_privileges``)."""
+    places: tuple[str, ...] = ()
+    """Shared places a plain sandbox's uid may write to, cleaned of it at close (when ``ids``)."""
 
 
 @dataclass(eq=False)
@@ -75,6 +87,11 @@ class Sandbox:
     """bubblewrap only: read end of ``--info-fd``, where bwrap writes the namespace init's pid."""
     uid: int | None = None
     """The host uid (and gid) this sandbox alone runs as, when the shim is root."""
+    prepared: bool = False
+    """Plain only: its directories exist already (a warm sandbox)."""
+    _launched: bool = field(default=False, repr=False)
+    _noted: dict[str, int | None] = field(default_factory=dict, repr=False)
+    """The shared places' modification times before the agent started (see :meth:`_remove`)."""
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -88,13 +105,15 @@ class Sandbox:
     async def launch(self, env: Mapping[str, str], command: Sequence[str]) -> Child:
         """Run ``command`` in exactly ``env``, in the work dir; the agent's process.
 
-        A waiting stub gets it as a script (see :func:`~clrk_runtime.sandbox.layouts.launch_script`;
-        a pipe write well under PIPE_BUF: it does not block). A cold plain sandbox has no stub:
-        the spawner makes its dirs and starts the agent itself, one exec instead of two. A
-        program that cannot be started raises :class:`OSError` (the stub's shell would have
-        exited 127 or 126).
+        A waiting bubblewrap stub gets it as a script (see
+        :func:`~clrk_runtime.sandbox.layouts.launch_script`; a pipe write well under PIPE_BUF: it
+        does not block). A plain sandbox has no stub: the spawner starts the agent itself (and
+        makes its dirs, unless a warm sandbox has them already). A program that cannot be started
+        raises :class:`OSError` (a shell would have exited 127 or 126).
         """
         if self.process is None:
+            self._launched = True
+            self._noted = cleaning.note_places(list(self._places()))
             self.process = await start_child(self.spec.spawner, self._direct(env, command))
             return self.process
         try:
@@ -106,16 +125,19 @@ class Sandbox:
         return self.process
 
     def _direct(self, env: Mapping[str, str], command: Sequence[str]) -> Launch:
-        names = ("home", "tmp", "work", "meta")
         return Launch(
             argv=command,
             env=env,
             cwd=self.paths.work,
             executable=None,  # looked up on the env's PATH, as exec would
-            dirs=(self.directory, *(f"{self.directory}/{name}" for name in names)),
+            dirs=() if self.prepared else _plain_dirs(self.directory),
             uid=self.uid,
             gid=self.uid,
         )
+
+    def _places(self) -> tuple[str, ...]:
+        """The shared places to clean of this sandbox's uid (plain, with a uid of its own)."""
+        return self.spec.places if self.kind == "plain" and self.uid is not None else ()
 
     def kill(self) -> None:
         """SIGKILL the sandbox's process group; safe to call more than once, or after it ended.
@@ -129,28 +151,54 @@ class Sandbox:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
     async def close(self, *, sweep_session: bool = False) -> None:
-        """Kill what is left, reap the stub, remove the directory: nothing stays behind.
+        """Kill what is left, reap the first process, remove what it made: nothing stays behind.
 
         bubblewrap: returns once the pid namespace is gone. With a uid of its own (the shim is
         root), every other process of that uid was killed before the spawner reported the first
-        one's exit, wherever it went (see the spawner's ``_sweep``). Plain without
-        (the shim is not root): every process left in its group, and with ``sweep_session``
-        (used after a deadline) in its session, found by a scan of /proc; a daemon that called
-        ``setsid()`` escapes that.
+        one's exit, wherever it went (see the spawner's ``sweep``), and a plain sandbox's files
+        in the shared places are removed with its directory. Plain without (the shim is not
+        root): every process left in its group, and with ``sweep_session`` (used after a
+        deadline) in its session, found by a scan of /proc; a daemon that called ``setsid()``
+        escapes that, and the shared places, which the shim's own uid shares, are left alone.
         """
         if self._closed:
             return
         self._closed = True
         self._close_control()
         self.kill()
-        if self.process is None:  # never launched
-            pass
-        else:
+        if self.process is not None:
             await self._end(self.process, sweep_session)
-        await _remove(self.directory)
+        clean = await self._remove()
         if self.uid is not None and self.spec.ids is not None:
-            self.spec.ids.give_back(self.uid)
+            if clean:
+                self.spec.ids.give_back(self.uid)
+            else:
+                _log.warning("sandbox uid %s set aside: what its sandbox left could not all be removed", self.uid)
             self.uid = None
+
+    async def _remove(self) -> bool:
+        """Remove the directory, and the uid's files in the shared places; True once nothing is
+        left.
+
+        Only the places a process of this sandbox may have written to are scanned: none if none
+        ever ran, and none whose modification time has not moved since just before it started
+        (nothing was added at their top meanwhile). With none to scan, and every process of the
+        sandbox gone, a directory holding only empty folders (an agent that wrote nothing) is
+        removed right here, with a few ``rmdir`` that cannot follow a symlink. Anything else is
+        the spawner's (:meth:`Spawner.clean <clrk_runtime.launching.spawner.Spawner.clean>`).
+        """
+        places = list(self._places()) if self._launched else []
+        if places and cleaning.untouched(self._noted, places):
+            places = []
+        gone = self.process is not None or not self._launched  # else a cancelled start may still run
+        if not places and gone and cleaning.remove_empty(self.directory):
+            return True
+        try:
+            return await self.spec.spawner.clean(self.directory, self.uid, self.uid, places)
+        except (OSError, SpawnerGone) as exc:
+            _log.warning("sandbox %s: the spawner could not clean up (%s); removing its directory", self.directory, exc)
+            await asyncio.to_thread(shutil.rmtree, self.directory, True)  # fd-based: no symlink followed
+            return False
 
     async def _end(self, process: Child, sweep_session: bool) -> None:
         await process.wait()
@@ -278,105 +326,95 @@ def _program(name: str, path: str) -> str:
     return found
 
 
-async def _remove(directory: str) -> None:
-    """Remove a sandbox's directory: inline when its dirs are empty (the usual case), else in a
-    thread (an agent may have left a big tree in HOME)."""
-    try:
-        with os.scandir(directory) as children:
-            for child in children:
-                with os.scandir(child.path) as entries:
-                    for entry in entries:
-                        os.unlink(entry.path)  # IsADirectoryError: not the simple case
-                os.rmdir(child.path)
-        os.rmdir(directory)
-    except FileNotFoundError:
-        return
-    except OSError:
-        await asyncio.to_thread(shutil.rmtree, directory, True)
+def _plain_dirs(directory: str) -> tuple[str, ...]:
+    return (directory, *(f"{directory}/{name}" for name in ("home", "tmp", "work", "meta")))
 
 
 async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
-    """Have the spawner make a sandbox's directories and start its waiting process, which
-    execs the invocation handed over by :meth:`Sandbox.launch`. A cold plain sandbox (made for
-    the invocation at hand) is only reserved here: :meth:`Sandbox.launch` starts it."""
-    settings = spec.settings
+    """A sandbox for one invocation, its uid taken.
+
+    bubblewrap: the spawner makes its directory and starts its stub, which execs the invocation
+    handed over by :meth:`Sandbox.launch`. Plain: warm, the spawner makes its directories now;
+    cold (made for the invocation at hand), nothing more happens here. Either way
+    :meth:`Sandbox.launch` starts the agent itself.
+    """
     directory = f"{spec.root}/{uuid.uuid4().hex}"
-    plain = spec.kind == "plain"
-    names = ("home", "tmp", "work", "meta") if plain else ("meta",)
     uid = spec.ids.take() if spec.ids is not None else None
-    if plain and not warm:
-        return Sandbox(spec, None, directory, -1, _plain_paths(directory, settings), uid=uid)
-    dirs = (directory, *(f"{directory}/{name}" for name in names))
+    if spec.kind == "bwrap":
+        return await _bwrap_sandbox(spec, directory, uid, warm)
+    paths = _plain_paths(directory, spec.settings)
+    if warm:
+        try:
+            await spec.spawner.prepare(_plain_dirs(directory), uid, uid)
+        except BaseException:
+            # Nothing runs as uid. A cancelled request is still carried out (at shutdown: the
+            # spawner makes the dirs before it sees its socket close, and the temp root goes).
+            await _undo(spec, directory, uid, free=True)
+            raise
+    return Sandbox(spec, None, directory, -1, paths, warm=warm, uid=uid, prepared=warm)
+
+
+async def _undo(spec: SandboxSpec, directory: str, uid: int | None, *, free: bool) -> None:
+    """Remove a sandbox that could not be made; give its uid back if ``free`` (nothing can run
+    as it), else set it aside."""
+    await asyncio.to_thread(shutil.rmtree, directory, True)  # nothing ran in it: only our own dirs
+    if uid is not None and spec.ids is not None:
+        if free:
+            spec.ids.give_back(uid)
+        else:
+            _log.warning("sandbox uid %s set aside: its sandbox may have started", uid)
+
+
+async def _bwrap_sandbox(spec: SandboxSpec, directory: str, uid: int | None, warm: bool) -> Sandbox:
+    settings = spec.settings
     control_read, control = os.pipe()
-    info_read, info_write = os.pipe() if not plain else (-1, -1)
+    info_read, info_write = os.pipe()
     if uid is not None:
         os.fchown(control_read, uid, uid)  # the stub reopens it
-    if plain:
-        paths = _plain_paths(directory, settings)
-        launch = Launch(
-            argv=["sh", "-c", stub_script(3, proxy_bridge=False)],
-            executable=_program("sh", settings.agent_path),
-            env={"PATH": settings.agent_path},
-            cwd=directory,
-            dirs=dirs,
-            fds=(3,),
-            extra=(control_read,),
-            uid=uid,
-            gid=uid,
-        )
-    else:
-        bridge = spec.relay_socket is not None
-        argv = bwrap_argv(
-            stub=stub_script(3, proxy_bridge=bridge),
-            meta_dir=f"{directory}/meta",
-            hide=[str(spec.root)],
-            binds=[*settings.binds, *_exposed(tuple(settings.command[:1]), settings.agent_path, str(spec.root))],
-            relay_socket=str(spec.relay_socket) if bridge else None,
-            uid=NOBODY,
-            gid=NOBODY,
-            path=settings.agent_path,
-            root_entries=_root_entries() if _needs_own_root(tuple(settings.binds)) else None,
-            shadows=_shadows(tuple(settings.binds)),
-            info_fd=4,
-        )
-        paths = SandboxPaths(
-            home=BWRAP_PATHS["home"],
-            tmp=BWRAP_PATHS["tmp"],
-            work=BWRAP_PATHS["work"],
-            response_headers=BWRAP_PATHS["meta"] + "/headers",
-            proxy=f"127.0.0.1:{PROXY_PORT}" if bridge else None,
-        )
-        launch = Launch(
-            cwd=directory,
-            argv=argv,
-            executable=_program(argv[0], settings.agent_path),
-            env={"PATH": settings.agent_path},
-            dirs=dirs,
-            fds=(3, 4),
-            extra=(control_read, info_write),
-            uid=uid,
-            gid=uid,
-        )
+    bridge = spec.relay_socket is not None
+    argv = bwrap_argv(
+        stub=stub_script(3, proxy_bridge=bridge),
+        meta_dir=f"{directory}/meta",
+        hide=[str(spec.root)],
+        binds=[*settings.binds, *_exposed(tuple(settings.command[:1]), settings.agent_path, str(spec.root))],
+        relay_socket=str(spec.relay_socket) if bridge else None,
+        uid=NOBODY,
+        gid=NOBODY,
+        path=settings.agent_path,
+        root_entries=_root_entries() if _needs_own_root(tuple(settings.binds)) else None,
+        shadows=_shadows(tuple(settings.binds)),
+        info_fd=4,
+    )
+    paths = SandboxPaths(
+        home=BWRAP_PATHS["home"],
+        tmp=BWRAP_PATHS["tmp"],
+        work=BWRAP_PATHS["work"],
+        response_headers=BWRAP_PATHS["meta"] + "/headers",
+        proxy=f"127.0.0.1:{PROXY_PORT}" if bridge else None,
+    )
+    launch = Launch(
+        cwd=directory,
+        argv=argv,
+        executable=_program(argv[0], settings.agent_path),
+        env={"PATH": settings.agent_path},
+        dirs=(directory, f"{directory}/meta"),
+        fds=(3, 4),
+        extra=(control_read, info_write),
+        uid=uid,
+        gid=uid,
+    )
     try:
         process = await start_child(spec.spawner, launch)
     except BaseException as exc:
         os.close(control)
-        if info_read >= 0:
-            os.close(info_read)
-        await asyncio.to_thread(shutil.rmtree, directory, True)
-        if uid is not None and spec.ids is not None:
-            if isinstance(exc, OSError):  # the spawner could not start it: nothing runs as uid
-                spec.ids.give_back(uid)
-            else:
-                # Cancelled, or the spawner died: the stub may have started all the same, and
-                # its uid is free only once its exit was reported. Rare, and the range holds
-                # thousands: set it aside.
-                _log.warning("sandbox uid %s set aside: its sandbox may have started", uid)
+        os.close(info_read)
+        # The spawner refused (OSError): nothing runs as uid. Cancelled, or the spawner died: the
+        # stub may have started all the same, and its uid is free only once its exit was
+        # reported. Rare, and the range holds thousands: set it aside.
+        await _undo(spec, directory, uid, free=isinstance(exc, OSError))
         raise
     finally:
         os.close(control_read)
-        if info_write >= 0:
-            os.close(info_write)
-    if info_read >= 0:
-        os.set_blocking(info_read, False)
+        os.close(info_write)
+    os.set_blocking(info_read, False)
     return Sandbox(spec, process, directory, control, paths, warm=warm, info=info_read, uid=uid)

@@ -7,6 +7,9 @@
 
 Every flag has a ``CLRK_*`` variable (flags win); Knative's ``PORT`` is honoured. SIGTERM stops
 accepting, lets in-flight invocations finish (each bounded by its deadline), cleans up, exits 0.
+Some settings are variables only: ``CLRK_KEEP_ALIVE_SECONDS`` (idle keep-alive connections, 120 s
+by default: longer than Knative's queue-proxy keeps them), ``CLRK_HEAD_TIMEOUT_SECONDS``,
+``CLRK_PYTHON`` (how to start the spawner) and the rest of :class:`RuntimeSettings`.
 """
 
 from __future__ import annotations
@@ -120,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_level="info",
         access_log=False,
         http=http_protocol(settings.head_timeout_seconds, invocation_ids=True),
+        # Longer than Knative's queue-proxy keeps an idle upstream connection (90 s): a POST it
+        # sends on a connection we closed meanwhile fails, and it does not retry POSTs.
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; a drained
     # shim has done its job, so SIGTERM's handler outside uvicorn does nothing and we exit 0.

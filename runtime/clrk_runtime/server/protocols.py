@@ -13,10 +13,14 @@ the previous response on it finished): a head still incomplete then gets::
     408 {"error": {"type": "request_timeout", "message": "..."}}      Connection: close
 
 and a new connection on which nothing arrived is closed without an answer. A keep-alive
-connection idle since its last answer is still closed by uvicorn's keep-alive timeout
-(``timeout_keep_alive``, 5 s); uvicorn cancels that at the first byte of the next head, and the
-head deadline is what then bounds it. The same deadline covers the rest of a body the app did
-not wait for (it answered first, e.g. 413): unfinished then, the connection is closed.
+connection idle since its last answer is closed by uvicorn's keep-alive timeout
+(``timeout_keep_alive``: uvicorn's default is 5 s, the shim's 120 s, see
+``RuntimeSettings.keep_alive_seconds``), however it compares with the head deadline: the deadline
+passing on a connection with nothing sent since its answer leaves it open. uvicorn cancels the
+keep-alive timeout at the first byte of the next head; the head deadline then bounds that head:
+the one counted from the answer if it is still running, else one counted from that first byte.
+The same deadline covers the rest of a body the app did not wait for (it answered first, e.g.
+413): unfinished then, the connection is closed.
 httptools, unlike h11, buffers a head of any size: here it is capped as h11 caps it
 (``h11_max_incomplete_event_size``, 16 KiB), 400 past it.
 

@@ -1,8 +1,10 @@
 """Capacity: the warm pool, the concurrency bound and the bounded queue in front of it.
 
-``warm`` sandboxes wait created (dirs made, stub started) and are refilled in the background
-after each use; ``max_concurrency`` sandboxes run at once; ``queue_size`` invocations may wait
-for a slot, and past that :class:`NoCapacity` is raised (the caller answers 503).
+``warm`` sandboxes wait created (dirs made and uid taken; under bubblewrap, the stub started too)
+and are refilled in the background after each use; :meth:`SandboxPool.start` returns (the shim
+is ready) once they all exist. ``max_concurrency`` sandboxes run at once; ``queue_size``
+invocations may wait for a slot, and past that :class:`NoCapacity` is raised (the caller answers
+503).
 """
 
 from __future__ import annotations

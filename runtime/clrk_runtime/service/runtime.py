@@ -13,6 +13,7 @@ one span per invocation (OpenTelemetry API only).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from clrk_runtime.protocol.envelope import EnvelopeError, build_envelope
 from clrk_runtime.protocol.headers import INVOCATION_HEADER, TIMEOUT_HEADER
 from clrk_runtime.protocol.ids import given_or_new
 from clrk_runtime.sandbox.backends import choose_backend
+from clrk_runtime.sandbox.places import owners, running_uids, shared_places
 from clrk_runtime.sandbox.relay import EgressRelay
 from clrk_runtime.sandbox.sandboxes import SandboxKind, SandboxSpec
 from clrk_runtime.sandbox.uids import HostIds
@@ -42,6 +44,7 @@ EVENT_SOURCE = "/clrk/shim"
 """``source`` of the envelope the shim makes for a request that is not a CloudEvent (a direct
 call; what comes through the ingress already is one)."""
 _INVOCATION = INVOCATION_HEADER.lower()
+_log = logging.getLogger(__name__)
 _TIMEOUT = TIMEOUT_HEADER.lower()
 
 
@@ -115,16 +118,38 @@ class AgentRuntime:
             relay_socket = self._root / "egress.sock"
             self._relay = EgressRelay(relay_socket, settings.egress_proxy)
             await self._relay.start()
-        self._spawner = Spawner()
+        self._spawner = Spawner(settings.python)
         await self._spawner.start()
+        places: tuple[str, ...] = ()
         if drop:
             # Host-wide, whatever each shim's temp root: every shim here draws from one range.
             locks = _default_temp_root() / "clrk-sandbox-uids"
             self._ids = HostIds(settings.sandbox_uid, settings.sandbox_uids, locks)
-        spec = SandboxSpec(kind, settings, self._root, relay_socket, drop, self._spawner, self._ids)
+            if kind == "plain":  # bubblewrap sandboxes cannot write the host's shared places
+                places = await asyncio.to_thread(shared_places)
+                await self._clean_up_after_the_dead(places)
+        spec = SandboxSpec(kind, settings, self._root, relay_socket, drop, self._spawner, self._ids, places)
         self._pool = SandboxPool(spec)
         await self._pool.start()
         self._ready = True
+
+    async def _clean_up_after_the_dead(self, places: tuple[str, ...]) -> None:
+        """Clean the uids of our range that own something in the shared places: a shim killed
+        before it could clean up (``/dev/shm`` outlives a container's restart in a pod) must not
+        hand its sandboxes' files to ours. A uid another live shim holds is left to it; one a
+        process runs as (not a sandbox of ours: a systemd dynamic user, say) is not touched, only
+        kept from our sandboxes."""
+        assert self._ids is not None and self._spawner is not None
+        uids = range(self._ids.first, self._ids.first + self._ids.count)
+        found = await asyncio.to_thread(owners, places, uids)
+        running = await asyncio.to_thread(running_uids) if found else set()
+        for uid in sorted(found):
+            if not self._ids.claim(uid):
+                continue  # a live shim's sandbox: its own close cleans it
+            if uid not in running and await self._spawner.clean(None, uid, uid, places):
+                self._ids.give_back(uid)
+            else:
+                _log.warning("sandbox uid %s set aside: it owns files in %s that are not ours to remove", uid, places)
 
     async def stop(self) -> None:
         """Refuse new invocations, let in-flight ones finish (each bounded by its deadline),

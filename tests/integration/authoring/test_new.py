@@ -31,7 +31,7 @@ def test_a_fork_of_every_template_passes_its_own_test(template: str, tmp_path: P
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=90,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clrk.errors import ClusterError
+from clrk.manifests.compiling import ingress_service_name
 from clrk.manifests.documents import dump_all, load_all
 from tests.support.kube import Kube, cli_app, write_agent
 
@@ -32,7 +33,7 @@ def test_apply_creates_agent_and_what_it_compiles_to(kube: Kube, namespace: str,
     )
     labels = ksvc["metadata"]["labels"]
     assert labels["app.kubernetes.io/managed-by"] == "clrk" and labels["clrk.dev/apply-set"].startswith("p-")
-    caller_side = kube.read("v1", "Service", "clrk-bot", "clrk")
+    caller_side = kube.read("v1", "Service", ingress_service_name(namespace, "bot"), "clrk")
     assert caller_side and caller_side["metadata"]["labels"]["clrk.dev/owner"] == f"TaskAgent.{namespace}.bot"
     assert "ownerReferences" not in caller_side["metadata"]
     assert kube.read("v1", "ConfigMap", f"agent.{namespace}.bot", "clrk-system")
@@ -72,7 +73,7 @@ def test_prune_removes_what_left_the_manifests(kube: Kube, namespace: str, tmp_p
     out = kube.clrk("apply", "-f", str(tmp_path / "m"), "--apply-set", namespace, "--prune").output
     assert f"taskagent.clrk.dev {namespace}/two pruned" in out
     assert kube.read(*TA, "two", namespace) is None and kube.read(*KSVC, "two", namespace) is None
-    assert kube.read("v1", "Service", "clrk-two", "clrk") is None
+    assert kube.read("v1", "Service", ingress_service_name(namespace, "two"), "clrk") is None
     assert kube.read("v1", "ConfigMap", f"agent.{namespace}.two", "clrk-system") is None
     merged = kube.read("v1", "ConfigMap", "clrk-egress-config", "clrk-system")
     assert merged and f'"{namespace}/two"' not in merged["data"]["config.json"]
@@ -130,7 +131,7 @@ def test_get_and_delete(kube: Kube, namespace: str, tmp_path: Path) -> None:
     out = kube.clrk("delete", "-f", str(path)).output
     assert f"taskagent.clrk.dev {namespace}/bot deleted" in out
     assert kube.read(*TA, "bot", namespace) is None and kube.read(*KSVC, "bot", namespace) is None
-    assert kube.read("v1", "Service", "clrk-bot", "clrk") is None
+    assert kube.read("v1", "Service", ingress_service_name(namespace, "bot"), "clrk") is None
     assert "No TaskAgents found." in kube.clrk("get", "ta", "-n", namespace).output
 
 

@@ -1,19 +1,41 @@
-"""`clrk ingress` in a cluster: its tables come from the API server's TaskAgents and Callers."""
+"""`clrk ingress` in a cluster: its tables come from the API server's TaskAgents and Callers, and a
+Caller's keySecretRef from its Secret, read with the ingress's own RBAC (its ServiceAccount
+impersonated: the ClusterRole `clrk install` applies is what is tested)."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import httpx
+import pytest
 
+from clrk.cluster import Cluster, connect
 from clrk.cluster.routing import refresh
-from clrk.egress.secrets import DirectorySecrets
+from clrk.errors import ClusterError
 from clrk.ingress import CallerKeys, HttpForwarder, IngressSettings, create_app, key_digest
 from tests.support.kube import Kube, write_agent
+
+INGRESS_USER = "system:serviceaccount:clrk:clrk-ingress"
+
+
+def as_ingress(kube: Kube) -> Cluster:
+    cluster = connect(kube.kubeconfig)
+    cluster.api.set_default_header("Impersonate-User", INGRESS_USER)
+    return cluster
 
 
 async def test_routes_and_keys_follow_the_cluster(kube: Kube, namespace: str, tmp_path: Path) -> None:
     kube.clrk("apply", "-f", str(write_agent(tmp_path / "m", namespace, name="bot")))
+    kube.apply_raw(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "callers", "namespace": namespace},
+            "data": {"ops": base64.b64encode(b"secret-ops-key").decode()},
+        },
+        manager="test",
+    )
     for name, spec in {
         "by-digest": {"keySha256": key_digest("digest-key"), "agents": ["bot"]},
         "by-secret": {"keySecretRef": {"name": "callers", "key": "ops"}, "agents": ["*"]},
@@ -27,12 +49,10 @@ async def test_routes_and_keys_follow_the_cluster(kube: Kube, namespace: str, tm
             },
             manager="test",
         )
-    secrets = tmp_path / "secrets" / "callers"
-    secrets.mkdir(parents=True)
-    (secrets / "ops").write_text("secret-ops-key")
-    forwarder = HttpForwarder({})
+    ingress = as_ingress(kube)
+    forwarder = HttpForwarder({}, "cluster.local")
     callers = CallerKeys()
-    refresh(kube.cluster, forwarder, callers, DirectorySecrets(tmp_path / "secrets"))
+    refresh(ingress, forwarder, callers)
 
     ref = f"{namespace}/bot"
     assert forwarder.targets()[ref].timeout == 100
@@ -54,7 +74,16 @@ async def test_routes_and_keys_follow_the_cluster(kube: Kube, namespace: str, tm
             "/", json={}, headers={"X-Clrk-TaskAgent": f"{namespace}/gone", "Authorization": "Bearer digest-key"}
         )
         assert unknown.status_code == 404
+    await forwarder.aclose()
 
     kube.clrk("delete", "-f", str(tmp_path / "m"))
-    refresh(kube.cluster, forwarder, callers, None)
+    refresh(ingress, forwarder, callers)
     assert ref not in forwarder.targets(), "a deleted agent stops being routed"
+
+
+def test_the_ingress_may_get_a_secret_but_not_list_them(kube: Kube, namespace: str) -> None:
+    secrets = as_ingress(kube).resource("v1", "Secret")
+    with pytest.raises(ClusterError, match="not allowed"), as_ingress(kube).calling("list Secrets"):
+        secrets.get(namespace=namespace)
+    with pytest.raises(ClusterError, match="not allowed"), as_ingress(kube).calling("watch Secrets"):
+        secrets.get(namespace=namespace, watch=True, timeout_seconds=1)

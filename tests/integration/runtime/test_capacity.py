@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from clrk_runtime.server.app import ShimApp
 from clrk_runtime.service.runtime import AgentRuntime
 from tests.integration.runtime.egress import gate_server
-from tests.support.runtime import agent, serving, settings_for
+from tests.support.runtime import SANDBOX_RANGE, agent, sandbox_dirs, sandbox_processes, serving, settings_for
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -60,6 +63,33 @@ async def test_warm_pool_is_used_and_refilled(shim_root: Path) -> None:
         bool(span.attributes and span.attributes["clrk.sandbox.warm"]) for span in exporter.get_finished_spans()
     )
     assert warm == [False, True, True]  # two from the pool, the third made on demand
+
+
+async def test_a_warm_plain_sandbox_needs_no_shell(shim_root: Path) -> None:
+    """The sandbox PATH holds ``cat`` and nothing else (a distroless image has no ``sh``): the warm
+    pool fills (ready), with its directories made and nothing running before an invocation comes,
+    and each invocation is served."""
+    tools = Path(tempfile.mkdtemp(prefix="clrk-tools-"))
+    try:
+        tools.chmod(0o755)
+        (tools / "cat").symlink_to(shutil.which("cat") or "/bin/cat")
+        before = sandbox_processes()
+        settings = settings_for("plain", shim_root, ["cat"], warm_pool=2, agent_path=str(tools))
+        async with serving(settings) as (client, runtime):
+            assert (await client.get("/readyz")).status_code == 200
+            assert runtime.stats.pool.warm == 2
+            made = sandbox_dirs(runtime)
+            layout = [sorted(p.name for p in sandbox.iterdir()) for sandbox in made]
+            assert layout == [["home", "meta", "tmp", "work"]] * 2
+            if os.geteuid() == 0:
+                assert all(sandbox.stat().st_uid in SANDBOX_RANGE for sandbox in made)
+            assert sandbox_processes() == before, "a warm plain sandbox runs nothing before its invocation"
+            answers = [await client.post("/", json={"n": n}) for n in range(3)]
+            assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+            assert [a.json()["data"] for a in answers] == [{"n": 0}, {"n": 1}, {"n": 2}]
+            await _until(lambda: runtime.stats.pool.warm == 2)
+    finally:
+        shutil.rmtree(tools)
 
 
 async def test_readiness_follows_the_warm_pool_and_the_drain(shim_root: Path) -> None:

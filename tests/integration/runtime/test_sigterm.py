@@ -33,15 +33,22 @@ async def test_sigterm_lets_the_in_flight_invocation_finish(shim_root: Path) -> 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_killed_shim_takes_its_sandboxes_with_it(kind: str, shim_root: Path) -> None:
-    """SIGKILL leaves the shim no say: its spawner sees the socket close and kills every sandbox."""
+    """SIGKILL leaves the shim no say: its spawner sees the socket close and kills every sandbox,
+    the one running an invocation and (bubblewrap) the warm ones' stubs."""
     before = set(sandbox_processes())
     try:
-        async with shim_process(shim_root, "--warm-pool", "2", "--sandbox", kind, "--", agent("echo.sh")) as shim:
+        argv = ("--warm-pool", "2", "--sandbox", kind, "--", agent("slow.sh"), "30")
+        async with shim_process(shim_root, *argv) as shim:
             assert shim.stderr is not None
-            await line_matching(shim.stderr, r"running on http://")  # ready: the warm pool is full
-            assert set(sandbox_processes()) - before, "the warm sandboxes' processes run"
-            shim.kill()
-            await shim.wait()
+            port = (await line_matching(shim.stderr, r"running on http://[\d.]+:(\d+)")).group(1)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                call = asyncio.create_task(client.post("/", json={}))
+                await line_matching(shim.stderr, r"clrk_runtime.agent \[.*\] started")
+                assert set(sandbox_processes()) - before, "the invoked sandbox's processes run"
+                shim.kill()
+                await shim.wait()
+                with pytest.raises(httpx.TransportError):
+                    await call
             async with asyncio.timeout(5):
                 while set(sandbox_processes()) - before:
                     await asyncio.sleep(0.01)

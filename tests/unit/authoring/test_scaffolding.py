@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -125,14 +127,51 @@ def test_templates_share_their_harness_and_policy_word_for_word() -> None:
         assert conftest.replace(line, "") == conftests["jq-bot"].replace('ENTRYPOINT = "agent.sh"', "")
 
 
-def test_dockerfiles_use_multi_arch_bases_and_no_arch_specific_downloads() -> None:
+def _code(path: Path) -> str:
+    return "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+
+
+def _claude_stage(code: str) -> str:
+    return code[code.index("FROM ${DEBIAN_IMAGE} AS claude") : code.index("\nFROM ${DEBIAN_IMAGE}\n")]
+
+
+def test_dockerfiles_build_on_a_debian_named_by_a_build_arg() -> None:
+    """Debian publishes amd64 and arm64 images; tests/containers builds them on a local base."""
     for template in TEMPLATES:
-        dockerfile = (REPO / "templates" / template / "Dockerfile").read_text()
-        lines = [line for line in dockerfile.splitlines() if not line.lstrip().startswith("#")]
-        assert lines[0] in ("FROM node:22-alpine", "FROM python:3.12-slim"), template
-        code = "\n".join(lines)
-        for arch_specific in ("amd64", "x86_64", "arm64", "aarch64", "--platform", "curl", "wget"):
-            assert arch_specific not in code, f"{template}/Dockerfile: {arch_specific}"
+        lines = _code(REPO / "templates" / template / "Dockerfile").splitlines()
+        assert lines[0] == "ARG DEBIAN_IMAGE=debian:trixie-slim", template
+        assert [x for x in lines if x.startswith("FROM")] == ["FROM ${DEBIAN_IMAGE} AS claude", "FROM ${DEBIAN_IMAGE}"]
+
+
+def test_the_claude_cli_is_the_pinned_one_checked_by_checksum_for_both_architectures() -> None:
+    """One stage, word for word in every template and the example: the binary of the
+    claude-agent-sdk wheel pyproject.toml pins, downloaded from PyPI (or taken from the build
+    context) and checked against PyPI's SHA-256 of the wheel for the architecture being built."""
+    stage = _claude_stage(_code(REPO / "examples" / "jq-bot" / "Dockerfile"))
+    for template in TEMPLATES:
+        code = _code(REPO / "templates" / template / "Dockerfile")
+        assert _claude_stage(code) == stage, template
+        rest = code.replace(stage, "")
+        for download in ("curl", "wget", "ADD ", "pip ", "npm "):
+            assert download not in rest, f"{template}/Dockerfile: {download} outside the checked stage"
+    (pin,) = [
+        d
+        for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+        if d.startswith("claude-agent-sdk==")
+    ]
+    version = pin.split("==")[1]
+    lock = (REPO / "platform" / "image-requirements.txt").read_text()
+    pypi_hashes = re.search(
+        rf"^claude-agent-sdk=={re.escape(version)} \\\n((?:    --hash=sha256:\w+.*\n)+)", lock, re.M
+    )
+    assert pypi_hashes, "platform/image-requirements.txt pins the same wheel (hack/lock-images.py)"
+    hashes = re.findall(r"sha256:(\w+)", pypi_hashes.group(1))
+    assert stage.count("curl ") == 1 and "sha256sum -c" in stage
+    for arch, machine in (("amd64", "x86_64"), ("arm64", "aarch64")):
+        wheel = re.escape(f"claude_agent_sdk-{version}-py3-none-manylinux_2_17_{machine}.whl")
+        found = re.search(rf"{arch}\) url=\S+/{wheel};\s*\\\s*sha256=(\w+)", stage)
+        assert found, f"no pinned wheel for {arch}"
+        assert found.group(1) in hashes, f"{arch}: not the SHA-256 PyPI lists for the wheel"
 
 
 def test_an_empty_folder_is_filled_in_place(tmp_path: Path) -> None:

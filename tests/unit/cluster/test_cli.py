@@ -39,7 +39,7 @@ def test_install_render_prints_the_platform() -> None:
 def test_build_without_docker_engine_fails_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
-    result = run("build", str(tmp_path), "--push", "registry.test")
+    result = run("build", str(tmp_path), "--push", "registry.test", "--engine", "docker")
     assert isinstance(result.exception, BuildError)
     message = str(result.exception)
     assert "docker" in message.lower() and ("DOCKER_HOST" in message or "PATH" in message)
@@ -48,3 +48,24 @@ def test_build_without_docker_engine_fails_at_once(tmp_path: Path, monkeypatch: 
 def test_get_knows_only_taskagents() -> None:
     result = run("get", "pods")
     assert isinstance(result.exception, SpecError)
+
+
+def test_install_render_takes_images_and_the_cluster_domain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLRK_EGRESS_IMAGE", "reg.corp/egress:2")
+    images = ["--runtime-image", "reg.corp/runtime:1", "--ingress-image", "reg.corp/ingress:1"]
+    result = run("install", "--render", *images, "--cluster-domain", "corp.internal")
+    assert result.exit_code == 0, result.output
+    docs = load_all(result.output)
+    deployments = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"}
+    assert deployments["clrk-ingress"]["containers"][0]["image"] == "reg.corp/ingress:1"
+    assert deployments["clrk-operator"]["containers"][0]["image"] == "reg.corp/ingress:1"
+    assert {c["image"] for c in deployments["clrk-egress"]["containers"]} == {"reg.corp/egress:2"}
+    (platform,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "clrk-platform"]
+    assert platform["data"]["runtimeImage"] == "reg.corp/runtime:1"
+    assert platform["data"]["clusterDomain"] == "corp.internal"
+
+
+def test_client_dry_run_takes_the_runtime_image() -> None:
+    result = run("apply", "-f", str(REPO / "examples" / "jq-bot" / "manifests"), "--dry-run=client",
+                 "--runtime-image", "reg.corp/runtime:1", "--kubeconfig", "/nonexistent")  # fmt: skip
+    assert result.exit_code == 0, result.output

@@ -30,7 +30,7 @@ def test_parents_first_then_children_each_tied_to_its_owner() -> None:
     owners = {i.what: i.body["metadata"]["labels"].get(LABEL_OWNER) for i in plan.children}
     assert owners == {
         "Service default/jq-bot": "TaskAgent.default.jq-bot",
-        "Service clrk/clrk-jq-bot": "TaskAgent.default.jq-bot",
+        "Service clrk/clrk-default-jq-bot": "TaskAgent.default.jq-bot",
         "ConfigMap clrk-system/agent.default.jq-bot": "TaskAgent.default.jq-bot",
         "ConfigMap clrk-system/policy.default.anthropic": "CredentialInjectionPolicy.default.anthropic",
     }
@@ -52,7 +52,7 @@ def test_owner_references_only_within_a_namespace() -> None:
             "blockOwnerDeletion": True,
         }
     ]
-    assert tied["Service clrk/clrk-jq-bot"] is None
+    assert tied["Service clrk/clrk-default-jq-bot"] is None
 
 
 def test_apply_set_id_is_stable_and_validated() -> None:

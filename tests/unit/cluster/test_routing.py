@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 
 import pytest
 import uvicorn
 
-from clrk.api.egress import SecretRef
 from clrk.cluster import routing
-from clrk.cluster.routing import routing_table
-from clrk.egress.secrets import StaticSecrets
-from clrk.ingress import IngressSettings, key_digest
+from clrk.cluster.routing import routing_table, secret_reader
+from clrk.errors import ClusterError
+from clrk.ingress import AgentTarget, HttpForwarder, IngressSettings, key_digest
 
 
 def _agent(name: str, **spec: object) -> dict[str, object]:
@@ -39,15 +39,31 @@ def test_routing_table_from_cluster_objects(caplog: pytest.LogCaptureFixture) ->
         },
     ]
     agents = [_agent("fast", timeout="5s"), _agent("broken", timeout="forever")]
-    secrets = StaticSecrets({("s", "other"): "v"})
+    asked: list[tuple[str, str, str]] = []
+
+    def secrets(namespace: str, name: str, key: str) -> str | None:
+        asked.append((namespace, name, key))
+        return {("team", "s", "other"): "v"}.get((namespace, name, key))
+
     with caplog.at_level(logging.WARNING, logger="clrk.ingress"):
         targets, keys = routing_table(agents, callers, secrets)
     assert list(targets) == ["team/fast"]
     assert targets["team/fast"].timeout == 5
     assert [(k.name, sorted(k.agents)) for k in keys] == [("team/a", ["other/x", "team/fast"])]
     assert "TaskAgent team/broken left out" in caplog.text
-    assert "secret s/missing is not mounted" in caplog.text
-    assert secrets.get(SecretRef(name="s", key="other")) == "v"
+    assert "Secret team/s has no key 'missing'" in caplog.text
+    assert asked == [("team", "s", "missing")], "a keySecretRef is read from the Caller's own namespace"
+
+
+def test_secret_based_callers_are_routed() -> None:
+    caller = {
+        "apiVersion": "clrk.dev/v1alpha1",
+        "kind": "Caller",
+        "metadata": {"name": "ops", "namespace": "team"},
+        "spec": {"keySecretRef": {"name": "callers", "key": "ops"}, "agents": ["*"]},
+    }
+    _, keys = routing_table([], [caller], lambda namespace, name, key: "the-key" if namespace == "team" else None)
+    assert [(k.name, k.digest) for k in keys] == [("team/ops", key_digest("the-key"))]
 
 
 async def test_the_cluster_ingress_serves_with_the_platforms_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,8 +76,44 @@ async def test_the_cluster_ingress_serves_with_the_platforms_protocol(monkeypatc
     monkeypatch.setattr(routing, "refresh", lambda *args: None)
     monkeypatch.setattr(uvicorn.Server, "serve", serve)
     monkeypatch.setenv("CLRK_INGRESS_HEAD_TIMEOUT_SECONDS", "3.5")
-    await routing.serve_ingress(IngressSettings(), cluster=None, secrets=None)  # type: ignore[arg-type]
+    await routing.serve_ingress(IngressSettings(), cluster=None, cluster_domain="cluster.local")  # type: ignore[arg-type]
     (config,) = configs
     assert isinstance(config.http, type) and issubclass(config.http, asyncio.Protocol)
     assert config.http.__module__ == "clrk_runtime.server.protocols"
     assert getattr(config.http, "head_timeout_seconds", None) == 3.5
+
+
+class _FakeCluster:
+    """Answers Secret reads as the API server would: a body, a 404 (None) or a 403."""
+
+    def __init__(self, secrets: dict[tuple[str, str], dict[str, str]], forbidden: set[str]) -> None:
+        self.secrets, self.forbidden, self.reads = secrets, forbidden, 0
+
+    def resource(self, api_version: str, kind: str) -> str:
+        return f"{api_version}/{kind}"
+
+    def read(self, resource: str, name: str, namespace: str) -> dict[str, object] | None:
+        self.reads += 1
+        if namespace in self.forbidden:
+            raise ClusterError(f"Secret {namespace}/{name}: not allowed")
+        data = self.secrets.get((namespace, name))
+        return None if data is None else {"data": data}
+
+
+def test_secret_reader_decodes_and_reads_each_secret_once(caplog: pytest.LogCaptureFixture) -> None:
+    encoded = base64.b64encode(b"the-key\n").decode()
+    cluster = _FakeCluster({("team", "callers"): {"ops": encoded, "bin": base64.b64encode(b"\xff").decode()}}, {"x"})
+    read = secret_reader(cluster)  # type: ignore[arg-type]
+    assert read("team", "callers", "ops") == "the-key", "a trailing newline (kubectl --from-file) is not the key"
+    assert read("team", "callers", "missing") is None
+    assert cluster.reads == 1, "one GET per Secret per refresh"
+    assert read("team", "absent", "ops") is None
+    with caplog.at_level(logging.WARNING, logger="clrk.ingress"):
+        assert read("x", "callers", "ops") is None
+        assert read("team", "callers", "bin") is None
+    assert "Secret x/callers cannot be read" in caplog.text and "not UTF-8" in caplog.text
+
+
+def test_the_forwarder_follows_the_cluster_domain() -> None:
+    forwarder = HttpForwarder({}, "corp.internal")
+    assert forwarder.url(AgentTarget("team/bot", 5.0)) == "http://bot.team.svc.corp.internal/"

@@ -2,9 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from clrk.dev.agents import copy_binds, runtime_settings
 from clrk.dev.doctor import check, requirements
 from clrk.manifests import load_bundle
+from clrk.manifests.dockerfiles import read_build_context
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -25,6 +28,34 @@ def test_requirements_from_run_lines() -> None:
         ("rg", "ripgrep"),
         ("git", "git"),
     ]
+
+
+def test_requirements_from_files_put_into_a_bin_folder() -> None:
+    """How the templates install the pinned Claude CLI from another build stage; RUN's own
+    flags, environment assignments and redirections are not commands or packages."""
+    reqs = requirements(
+        [
+            "--mount=type=bind,from=claude,source=/claude,target=/mnt/claude \\\n"
+            "    install -m 0755 /mnt/claude /usr/local/bin/claude",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bash jq >/dev/null 2>&1",
+            "ln -sf /opt/tool/bin/tool /usr/bin/tool && cp a.conf /etc/a.conf && install -d /usr/local/bin/",
+        ]
+    )
+    assert [(r.command, r.package, r.installer) for r in reqs] == [
+        ("claude", "/usr/local/bin/claude", "install"),
+        ("bash", "bash", "apt"),
+        ("jq", "jq", "apt"),
+        ("tool", "/usr/bin/tool", "ln"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "folder", ["examples/jq-bot", *(f"templates/{t}" for t in ("jq-bot", "shell", "python", "node"))]
+)
+def test_every_agent_dockerfile_names_the_claude_cli(folder: str) -> None:
+    """``clrk dev`` stages the tools the image installs where sandboxes can run them: claude too."""
+    commands = [r.command for r in requirements(read_build_context(REPO / folder).image.run)]
+    assert commands[0] == "claude"
 
 
 def test_check_finds_and_misses(tmp_path: Path) -> None:
@@ -74,10 +105,11 @@ def test_staging_makes_copies_any_user_can_read(tmp_path: Path) -> None:
     bundle = load_bundle([str(context / "manifests")])
     tools = tmp_path / "private" / "bin"
     tools.mkdir()
-    (tools / "jq").write_text("#!/bin/sh\necho jq\n")
-    (tools / "jq").chmod(0o755)
+    (tools / "clrk-test-tool").write_text("#!/bin/sh\necho tool\n")
+    (tools / "clrk-test-tool").chmod(0o755)
     (context / "Dockerfile").write_text(
-        'FROM alpine\nRUN apk add jq && apk add jq bash\nCOPY run.sh /app/run.sh\nENTRYPOINT ["/app/run.sh"]\n'
+        "FROM alpine\nRUN apk add clrk-test-tool && apk add clrk-test-tool bash\n"
+        'COPY run.sh /app/run.sh\nENTRYPOINT ["/app/run.sh"]\n'
     )
     bundle = load_bundle([str(context / "manifests")])
     stage = stage_bundle(bundle, ca, f"{tools}:/usr/bin:/bin", other_user=True)
@@ -87,8 +119,8 @@ def test_staging_makes_copies_any_user_can_read(tmp_path: Path) -> None:
         assert staged.stat().st_mode & 0o005 == 0o005, "others may read and run it"
         assert stage.ca_bundle.read_text() == "CERT"
         assert stage.ca_bundle.stat().st_mode & 0o004
-        staged_jq = stage.root / "bin" / "jq"
-        assert staged_jq.read_text() == "#!/bin/sh\necho jq\n", "a tool out of the agent user's reach is staged"
+        staged_tool = stage.root / "bin" / "clrk-test-tool"
+        assert staged_tool.read_text() == "#!/bin/sh\necho tool\n", "a tool out of the agent user's reach is staged"
         assert stage.path == f"{stage.root / 'bin'}:{tools}:/usr/bin:/bin"
         for parent in staged.parents:
             if parent == stage.root.parent:
@@ -97,6 +129,30 @@ def test_staging_makes_copies_any_user_can_read(tmp_path: Path) -> None:
     finally:
         stage.remove()
     assert not stage.root.exists()
+
+
+def test_staging_leaves_tools_the_sandbox_user_finds_further_along_path(tmp_path: Path) -> None:
+    """An image's python3 is the host's next python3 on PATH, not clrk's own interpreter (whose
+    copy would not find its libraries), nor a pyenv shim out of reach."""
+    import sys
+    import tempfile
+
+    from clrk.dev import staging
+
+    private = tmp_path / "private"
+    (private / "shims").mkdir(parents=True)
+    private.chmod(0o700)
+    shim = private / "shims" / "python3"
+    shim.write_text("#!/bin/sh\nexec pyenv exec python3\n")
+    shim.chmod(0o755)
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as folder:
+        public = Path(folder)
+        public.chmod(0o755)
+        (public / "python3").write_text("#!/bin/sh\n")
+        (public / "python3").chmod(0o755)
+        own = str(Path(sys.executable).parent)
+        assert staging._tool("python3", f"{own}:{private / 'shims'}:{public}") is None
+    assert staging._tool("python3", f"{own}:{private / 'shims'}") == str(shim), "none in reach: the first is staged"
 
 
 def test_clrk_dev_refuses_to_start_without_the_images_tools(tmp_path: Path) -> None:
@@ -115,7 +171,7 @@ def test_clrk_dev_refuses_to_start_without_the_images_tools(tmp_path: Path) -> N
     with pytest.raises(ClrkError) as info:
         DevServer(settings, environ={"K": "v"}).load()
     message = str(info.value)
-    assert "default/jq-bot: claude (the image installs @anthropic-ai/claude-code with npm)" in message
+    assert "default/jq-bot: claude (the image installs /usr/local/bin/claude with install)" in message
     assert "default/jq-bot: jq" in message
     assert "clrk doctor" in message
 

@@ -36,7 +36,8 @@ def test_schedule_request_is_a_binary_cloudevent_for_the_agent() -> None:
     headers, body = schedule_request(_schedule("0 * * * *"), at)
     assert headers["X-Clrk-TaskAgent"] == "team/digest"
     assert headers["ce-type"] == SCHEDULE_EVENT_TYPE
-    assert headers["ce-source"] == "/clrk/schedules/team/morning"
+    assert headers["ce-type"] == "dev.knative.sources.ping", "the type a PingSource gives its events"
+    assert headers["ce-source"] == "/apis/v1/namespaces/team/pingsources/morning"
     assert headers["ce-time"] == "2026-03-01T11:00:00Z"
     assert json.loads(body) == {"k": [1, 2]}
 

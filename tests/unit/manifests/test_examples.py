@@ -33,7 +33,7 @@ def test_jq_bot_service() -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert "clrk-injected-by-proxy" in env["CLRK_AGENT_ENV"]
     front = next(o for o in objects if o["kind"] == "Service" and o["apiVersion"] == "v1")
-    assert (front["metadata"]["namespace"], front["metadata"]["name"]) == ("clrk", "clrk-jq-bot")
+    assert (front["metadata"]["namespace"], front["metadata"]["name"]) == ("clrk", "clrk-default-jq-bot")
     assert front["spec"]["ports"][0]["port"] == 80
     policy = next(o for o in objects if o["kind"] == "ConfigMap" and "policy" in o["metadata"]["name"])
     assert "anthropic-credentials" in policy["data"]["config.json"]

@@ -188,6 +188,34 @@ def test_keep_alive_then_half_a_head_gets_408(shim: Shim) -> None:
     assert closed and HEAD_TIMEOUT - EARLY <= seconds < HEAD_TIMEOUT + MARGIN
 
 
+def _idle_then(shim: Shim, idle: float, then: bytes) -> tuple[list[Answer], bool, float]:
+    """One probe, ``idle`` seconds of silence, then ``then``: the answers, whether the server
+    closed, and how long after ``then`` was sent."""
+    with socket.create_connection(("127.0.0.1", shim.port), timeout=READ_LIMIT) as sock:
+        sock.sendall(PROBE)
+        time.sleep(idle)
+        sent = time.monotonic()
+        sock.sendall(then)
+        received, closed = read_until_closed(sock)
+    return _parse(received), closed, time.monotonic() - sent
+
+
+def test_a_keep_alive_connection_outlives_the_head_deadline(shim: Shim) -> None:
+    """Idle past the head deadline after an answer (the keep-alive timeout is longer): still open."""
+    last = b"GET /healthz HTTP/1.1\r\nHost: shim\r\nConnection: close\r\n\r\n"
+    answers, closed, _ = _idle_then(shim, 3 * HEAD_TIMEOUT, last)
+    assert [answer.status for answer in answers] == [200, 200]
+    assert closed
+
+
+def test_half_a_head_after_a_long_idle_gets_its_own_deadline(shim: Shim) -> None:
+    """Idle past the head deadline, then half a head: 408 one head deadline after its first byte."""
+    answers, closed, seconds = _idle_then(shim, 3 * HEAD_TIMEOUT, b"POST / HTTP/1.1\r\nHost:")
+    assert [answer.status for answer in answers] == [200, 408]
+    assert answers[1].error()["type"] == "request_timeout"
+    assert closed and HEAD_TIMEOUT - EARLY <= seconds < HEAD_TIMEOUT + MARGIN
+
+
 def test_pipelined_requests_are_answered_in_order_before_the_refusal(shim: Shim) -> None:
     answers, closed, _ = _exchange(shim, PROBE + PROBE + _post(b"X-Evil: a\rb\r\n"))
     assert [answer.status for answer in answers] == [200, 200, 400]

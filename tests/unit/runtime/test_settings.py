@@ -48,3 +48,35 @@ def test_head_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_timeout_outside_what_a_taskagent_allows_is_refused(value: object) -> None:
     with pytest.raises(ValidationError, match="timeout must be more than 0s and at most 600s"):
         RuntimeSettings(timeout=value)
+
+
+def test_keep_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert RuntimeSettings().keep_alive_seconds == 120, "longer than Knative's queue-proxy keeps them (90 s)"
+    monkeypatch.setenv("CLRK_KEEP_ALIVE_SECONDS", "7")
+    assert RuntimeSettings().keep_alive_seconds == 7
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        RuntimeSettings(keep_alive_seconds=0)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/opt/clrk/python/bin/python3", ["/opt/clrk/python/bin/python3"]),
+        ("/opt/clrk/bin/clrk-shim --python", ["/opt/clrk/bin/clrk-shim", "--python"]),
+        ("'/opt/my tools/py' -X dev", ["/opt/my tools/py", "-X", "dev"]),
+        ('["/opt/my tools/py", "--python"]', ["/opt/my tools/py", "--python"]),
+    ],
+)
+def test_python_is_a_path_a_command_line_or_a_json_list(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("CLRK_PYTHON", value)
+    assert RuntimeSettings().python == expected
+
+
+def test_python_defaults_to_this_interpreter() -> None:
+    import sys
+
+    assert RuntimeSettings().python == [sys.executable]
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        RuntimeSettings(python="")

@@ -47,3 +47,17 @@ def test_the_range_must_hold_the_warm_pool_and_the_running_sandboxes() -> None:
     ):
         RuntimeSettings(warm_pool=4, max_concurrency=16, sandbox_uids=10)
     assert RuntimeSettings(warm_pool=4, max_concurrency=16, sandbox_uids=21).sandbox_uids == 21
+
+
+def test_a_uid_can_be_claimed_by_number_when_free_everywhere(tmp_path: Path) -> None:
+    """At start a shim claims the uids a dead shim's sandboxes left files of, to clean them up."""
+    mine, theirs = HostIds(1000, 3, tmp_path / "locks"), HostIds(1000, 3, tmp_path / "locks")
+    assert theirs.take() == 1000
+    assert not mine.claim(1000), "another shim holds it"
+    assert mine.claim(1002)
+    assert not mine.claim(1002), "already ours"
+    assert mine.take() == 1001
+    with pytest.raises(NoFreeId):
+        mine.take()
+    mine.give_back(1002)
+    assert mine.take() == 1002
