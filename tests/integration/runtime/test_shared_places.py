@@ -98,6 +98,10 @@ async def test_the_jq_bot_example_answers_every_time_in_one_plain_shim(
         tools.chmod(0o755)
         (tools / "claude").write_text(FAKE_CLAUDE)
         (tools / "claude").chmod(0o755)
+        # A copy the sandbox's uid can reach wherever the checkout lies (a 0700 mktemp folder).
+        agent_sh = tools / "agent.sh"
+        shutil.copyfile(JQ_BOT, agent_sh)
+        agent_sh.chmod(0o755)
         body = b'{"data": {"input": [{"n": 1}, {"n": 2}], "want": "the n of each"}}'
         headers = {"content-type": "application/cloudevents+json"}
         results = {}
@@ -105,7 +109,7 @@ async def test_the_jq_bot_example_answers_every_time_in_one_plain_shim(
             settings = settings_for(
                 "plain",
                 shim_root,
-                [str(JQ_BOT)],
+                [str(agent_sh)],
                 agent_path=f"{tools}:/usr/local/bin:/usr/bin:/bin",
                 agent_env={"FAKE_FILTER": jq_filter},
             )
