@@ -68,8 +68,10 @@ def test_the_ingress_starts_under_its_read_only_root(installed: Platform, pods: 
     held = installed.cluster.resource("clrk.dev/v1alpha1", "TaskAgent").get().to_dict()["items"]
     expected = sorted(f"{a['metadata']['namespace']}/{a['metadata']['name']}" for a in held)
     assert httpx.get(f"http://{pod.address()}:8080/healthz").json()["agents"] == expected
+    # Installed, it authenticates Callers' keys: without one, no agent is found or denied to exist.
     unknown = httpx.post(f"http://{pod.address()}:8080/", json={}, headers={"X-Clrk-TaskAgent": "default/no-such"})
-    assert (unknown.status_code, unknown.json()["error"]["type"]) == (404, "unknown_agent"), unknown.text
+    assert (unknown.status_code, unknown.json()["error"]["type"]) == (401, "unauthenticated"), unknown.text
+    assert f"routing {len(held)} agent(s); auth: keys" in pod.logs("ingress"), "its log says what it serves"
 
 
 TASK_AGENT = {

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import typer
 
 from clrk.cli.manifests import ClusterDomain, PathsOption, RuntimeImage, _load, dump_yaml
-from clrk.cli.options import settings_from
+from clrk.cli.options import log_to_stderr, settings_from
 from clrk.errors import SpecError
 from clrk.manifests.loading import STDIN, load_documents
 from clrk.manifests.options import PlatformSettings
@@ -244,4 +244,5 @@ def ingress(
 
     settings = settings_from(IngressSettings, host=host, port=port, auth=auth)
     domain = settings_from(PlatformSettings, cluster_domain=cluster_domain).options().cluster_domain
+    log_to_stderr()
     asyncio.run(serve_ingress(settings, connect(kubeconfig, context), domain, interval))

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from opentelemetry import trace
 
-from clrk.cli.options import settings_from
+from clrk.cli.options import log_to_stderr, settings_from
 from clrk.egress.secrets import StaticSecrets
 from clrk.egress.settings import EgressSettings, parse_hostport
 from clrk.telemetry.redaction import SecretScrubber
@@ -54,7 +54,7 @@ def egress(
     from clrk.egress.serving import make_secrets, serve  # mitmproxy is heavy: import it only here
 
     secrets = make_secrets(settings, secret or [], os.environ)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     if isinstance(secrets, StaticSecrets):  # defence in depth: no value in any log line
         for handler in logging.getLogger().handlers:
             handler.addFilter(SecretScrubber(secrets.values()))

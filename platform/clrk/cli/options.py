@@ -1,7 +1,8 @@
-"""What the commands share in turning options into a settings object."""
+"""What the commands share: options turned into a settings object, and the servers' log lines."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -9,7 +10,13 @@ from pydantic_settings import BaseSettings
 
 from clrk.errors import ClrkError
 
-__all__ = ["settings_from"]
+__all__ = ["log_to_stderr", "settings_from"]
+
+
+def log_to_stderr() -> None:
+    """INFO and above to stderr, one line each, for the servers a cluster runs (``clrk ingress``,
+    ``clrk egress``): what the pod's logs show."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def settings_from[S: BaseSettings](cls: type[S], **options: Any) -> S:

@@ -56,7 +56,8 @@ class InvocationRecord:
     """Unix time the answer was sent."""
 
 
-def _target(request: Request, forwarder: Forwarder) -> AgentTarget:
+def _ref(request: Request) -> str:
+    """The ``<namespace>/<name>`` the agent header names (400 when missing or malformed)."""
     value = request.headers.get(AGENT_HEADER)
     if value is None:
         raise Problem(400, "missing_agent", f"header {AGENT_HEADER}: required, as <namespace>/<name>")
@@ -67,9 +68,15 @@ def _target(request: Request, forwarder: Forwarder) -> AgentTarget:
             "invalid_agent",
             f"header {AGENT_HEADER}: expected <namespace>/<name>, found {shown!r}",
         )
-    target = forwarder.targets().get(value.strip())
+    return value.strip()
+
+
+def _target(ref: str, forwarder: Forwarder) -> AgentTarget:
+    """The agent ``ref`` names (404 when there is none): asked only once the caller may call it,
+    so that a caller without a key cannot learn which agents exist."""
+    target = forwarder.targets().get(ref)
     if target is None:
-        raise Problem(404, "unknown_agent", f"no TaskAgent {value.strip()}")
+        raise Problem(404, "unknown_agent", f"no TaskAgent {ref}")
     return target
 
 
@@ -134,8 +141,9 @@ def create_app(
             caller: str | None = None
             agent = request.headers.get(AGENT_HEADER, "")
             try:
-                target = _target(request, forwarder)
-                caller = callers.authorize(request.headers.get("authorization"), target.ref)
+                ref = _ref(request)
+                caller = callers.authorize(request.headers.get("authorization"), ref)
+                target = _target(ref, forwarder)
                 timeout = _deadline(request, target)
                 if forwarder.saturated(target):
                     raise Problem(503, "no_capacity", f"agent {target.ref} is at capacity; retry", {"Retry-After": "1"})

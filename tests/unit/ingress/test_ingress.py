@@ -284,6 +284,25 @@ async def test_bearer_keys(shim: RecordingShim, records: list[InvocationRecord])
         assert "default/other" in error["message"] and "other-key" not in error["message"]
 
 
+async def test_which_agents_exist_is_told_only_to_callers_who_may_call_them(
+    shim: RecordingShim, records: list[InvocationRecord]
+) -> None:
+    keys = CallerKeys(
+        [
+            CallerKey("default/some", key_digest("some-key"), frozenset({AGENT})),
+            CallerKey("default/any", key_digest("any-key"), frozenset({"*"})),
+        ]
+    )
+    unknown = {"X-Clrk-TaskAgent": "default/nope"}
+    async with _client(shim, records, callers=keys) as client:
+        _assert_error(await client.post("/", content=b"{}", headers=unknown), 401, "unauthenticated")
+        restricted = {**unknown, "Authorization": "Bearer some-key"}
+        _assert_error(await client.post("/", content=b"{}", headers=restricted), 403, "forbidden")
+        allowed = {**unknown, "Authorization": "Bearer any-key"}
+        _assert_error(await client.post("/", content=b"{}", headers=allowed), 404, "unknown_agent")
+    assert shim.requests == []
+
+
 def test_open_mode_is_the_default_only_on_loopback() -> None:
     assert IngressSettings(host="127.0.0.1").open_mode
     assert IngressSettings(host="::1").open_mode
