@@ -18,6 +18,7 @@ ConfigMap ``clrk-system/clrk-platform``, read at start.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -127,6 +128,17 @@ def _delete_owned(cluster: Cluster, applier: Applier, owner: tuple[str, str, str
             applier.delete({"apiVersion": api_version, "kind": kind, "metadata": item["metadata"]}, "deleted")
 
 
+def _compiled[P](compile_: Callable[[], P], patch: kopf.Patch, generation: int, logger: kopf.Logger) -> P | None:
+    """What ``compile_`` makes of the object; None when it is invalid, which its status then says."""
+    try:
+        return compile_()
+    except ClrkError as exc:
+        patch.status["observedGeneration"] = generation
+        patch.status["conditions"] = [condition("False", "InvalidSpec", str(exc))]
+        logger.warning("cannot compile: %s", exc)
+        return None
+
+
 @kopf.on.resume(*_RESOURCE, registry=registry)
 @kopf.on.create(*_RESOURCE, registry=registry)
 @kopf.on.update(*_RESOURCE, registry=registry)
@@ -135,12 +147,13 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, patch: kopf
     cluster = _cluster(memo)
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     generation = int(body.metadata.get("generation", 0))
-    try:
-        plan = desired(dict(body), _listed(cluster, "CredentialInjectionPolicy", namespace), _options(memo))
-    except ClrkError as exc:
-        patch.status["observedGeneration"] = generation
-        patch.status["conditions"] = [condition("False", "InvalidSpec", str(exc))]
-        logger.warning("cannot compile: %s", exc)
+    plan = _compiled(
+        lambda: desired(dict(body), _listed(cluster, "CredentialInjectionPolicy", namespace), _options(memo)),
+        patch,
+        generation,
+        logger,
+    )
+    if plan is None:
         return
     applier = Applier(cluster, ApplyOptions(), logger.info)
     applier.prepare_namespaces({namespace})
@@ -159,12 +172,8 @@ def reconcile_schedule(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, pa
     cluster = _cluster(memo)
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     generation = int(body.metadata.get("generation", 0))
-    try:
-        plan = desired_schedule(dict(body))
-    except ClrkError as exc:
-        patch.status["observedGeneration"] = generation
-        patch.status["conditions"] = [condition("False", "InvalidSpec", str(exc))]
-        logger.warning("cannot compile: %s", exc)
+    plan = _compiled(lambda: desired_schedule(dict(body)), patch, generation, logger)
+    if plan is None:
         return
     applier = Applier(cluster, ApplyOptions(), logger.info)
     uids = {("TaskSchedule", namespace, name): str(body.metadata.uid)}

@@ -117,6 +117,11 @@ class Spawner:
                 env={},
                 start_new_session=True,
             )
+        except OSError as exc:
+            ours.close()
+            raise OSError(
+                exc.errno, f"cannot start the spawner with python {self.python} (CLRK_PYTHON): {exc}"
+            ) from exc
         except BaseException:
             ours.close()
             raise
