@@ -65,10 +65,12 @@ def kube_dns(kube: Kube) -> Iterator[str]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "kube-dns", "namespace": "kube-system"},
-        "spec": {"clusterIP": "10.0.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+        "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
     }
+    # The API server picks the address (a fixed one may already belong to another test's Service).
     kube.apply_raw(body, manager="test")
-    yield "10.0.0.10"
+    service = kube.cluster.resource("v1", "Service").get(name="kube-dns", namespace="kube-system")
+    yield str(service.spec.clusterIP)
     kube.cluster.resource("v1", "Service").delete(name="kube-dns", namespace="kube-system")
 
 
