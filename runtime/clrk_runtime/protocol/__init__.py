@@ -12,15 +12,19 @@ environment or keeps state.
 :mod:`.durations`             ``100s``/``1m30s`` durations, the longest timeout, RFC 3339 times
 :mod:`.envelope`              the CloudEvent an agent reads on stdin, built from an HTTP request
 :mod:`.tokens`                per-invocation proxy credentials the shim signs, the gateway checks
+:mod:`.keys`                  per-namespace keys derived from the platform's one key
+:mod:`.signing`               the ingress's signature on each request it forwards to a shim
 ============================  ==========================================================
 """
 
 from clrk_runtime.protocol.durations import MAX_TIMEOUT_S, parse_duration, rfc3339
 from clrk_runtime.protocol.envelope import Envelope, EnvelopeError, build_envelope
 from clrk_runtime.protocol.errors import error_body, error_document
-from clrk_runtime.protocol.headers import AGENT_HEADER, INVOCATION_HEADER, TIMEOUT_HEADER
+from clrk_runtime.protocol.headers import AGENT_HEADER, INVOCATION_HEADER, SIGNATURE_HEADER, TIMEOUT_HEADER
 from clrk_runtime.protocol.ids import EVENT_ID_RULE, given_or_new, is_event_id, new_invocation_id
+from clrk_runtime.protocol.keys import KeyPurpose, namespace_key, namespace_of
 from clrk_runtime.protocol.routes import TRACES_PATH
+from clrk_runtime.protocol.signing import TOLERANCE_S, InvalidSignature, sign_request, verify_request
 from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, sign, verify
 
 __all__ = [
@@ -28,20 +32,28 @@ __all__ = [
     "EVENT_ID_RULE",
     "INVOCATION_HEADER",
     "MAX_TIMEOUT_S",
+    "SIGNATURE_HEADER",
     "TIMEOUT_HEADER",
+    "TOLERANCE_S",
     "TRACES_PATH",
     "Envelope",
     "EnvelopeError",
+    "InvalidSignature",
     "InvalidToken",
+    "KeyPurpose",
     "ProxyClaims",
     "build_envelope",
     "error_body",
     "error_document",
     "given_or_new",
     "is_event_id",
+    "namespace_key",
+    "namespace_of",
     "new_invocation_id",
     "parse_duration",
     "rfc3339",
     "sign",
+    "sign_request",
     "verify",
+    "verify_request",
 ]

@@ -1,0 +1,47 @@
+"""Per-namespace keys, derived from the platform's one key.
+
+The platform holds one secret key (in a cluster: a Secret in ``clrk-system``, mounted into the
+ingress and the egress gateway only). Every agent namespace gets keys derived from it, one per
+purpose, so that whoever reads the Secrets of one namespace can act for that namespace alone:
+
+* ``proxy-token``: the shim signs its agents' proxy tokens with it; the gateway derives the key of
+  the namespace a token names (``namespace/name`` of its agent) and checks the token with that.
+* ``request``: the ingress signs each request it forwards to an agent of that namespace with it
+  (:mod:`.signing`); the shim refuses a request without a good signature.
+
+A derived key is HMAC-SHA256 of a label naming the purpose and the namespace, keyed by the
+platform key; it is written as URL-safe base64 text, so that it travels in a Secret, a file or
+an environment variable as the platform key does (readers strip surrounding whitespace).
+
+Pure functions: no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import Literal
+
+__all__ = ["KeyPurpose", "namespace_key", "namespace_of"]
+
+KeyPurpose = Literal["proxy-token", "request"]
+
+
+def namespace_key(platform_key: bytes, purpose: KeyPurpose, namespace: str) -> bytes:
+    """The key for ``purpose`` in ``namespace`` (ASCII bytes, 43 characters)."""
+    if not platform_key:
+        raise ValueError("the platform key is empty")
+    if not namespace or "/" in namespace:
+        raise ValueError(f"not a namespace: {namespace!r}")
+    label = f"clrk/v1/{purpose}/{namespace}".encode()
+    digest = hmac.new(platform_key, label, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=")
+
+
+def namespace_of(agent: str) -> str:
+    """The namespace of ``namespace/name``; ValueError when ``agent`` is not of that form."""
+    namespace, sep, name = agent.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise ValueError(f"not a namespace/name agent reference: {agent!r}")
+    return namespace
