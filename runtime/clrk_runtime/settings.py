@@ -95,6 +95,36 @@ class RuntimeSettings(BaseSettings):
     """Where per-sandbox directories live (default: ``/dev/shm`` if writable, else the system
     temp dir). Plain sandboxes keep HOME/TMPDIR/work there: mind a small ``/dev/shm``."""
 
+    request_key_file: Path | None = None
+    """File holding the key the clrk ingress signs this agent's requests with (read once at
+    start), e.g. a mounted Secret: its namespace's ``request`` key. With it, the shim runs only
+    requests carrying a good ``X-Clrk-Signature`` (401 otherwise) and believes their
+    ``X-Clrk-Invocation-Id``; without it (a shim run alone), it mints every invocation id itself."""
+
+    # A plain sandbox's confinement (see clrk_runtime.launching.landlock).
+    landlock_abi: int | None = Field(None, ge=0)
+    """Highest Landlock ABI plain sandboxes use (default: the kernel's; 0: none). Lower it to
+    see, or roll out, what a sandbox gets on an older kernel: the missing pieces are logged at
+    start and shown in ``/readyz``."""
+    sandbox_processes: int = Field(512, ge=1)
+    """Processes (threads included) one plain sandbox may have at once (``RLIMIT_NPROC``). The
+    kernel counts them per uid: enforced only when sandboxes get a uid of their own (the shim is
+    root); a fork past it fails with ``EAGAIN``."""
+    sandbox_file_size: int = Field(512 * 1024 * 1024, ge=1)
+    """Largest file, bytes, a plain sandbox's process may write (``RLIMIT_FSIZE``): a write past
+    it fails (``SIGXFSZ``, which kills unless caught, then ``EFBIG``)."""
+    sandbox_open_files: int = Field(4096, ge=16)
+    """Descriptors one process of a plain sandbox may hold (``RLIMIT_NOFILE``)."""
+    sandbox_disk: int = Field(1024 * 1024 * 1024, ge=1)
+    """Bytes a plain sandbox's directory (its HOME, TMPDIR and work dir, in ``temp_root``: memory
+    when that is ``/dev/shm``) may hold. Measured every half second off the event loop; past it
+    the sandbox is killed and the caller gets 502 ``storage_exceeded``."""
+
+    # What an agent's output may cost the shim.
+    stderr_log_cap: int = Field(1024 * 1024, ge=0)
+    """Bytes of one invocation's stderr logged at most (whole lines); past it, one line says how
+    many bytes were dropped. The span's tail (``stderr_tail``) keeps the last bytes regardless."""
+
     @model_validator(mode="after")
     def _enough_uids(self) -> RuntimeSettings:
         wanted = self.warm_pool + self.max_concurrency + 1

@@ -7,9 +7,14 @@ exit 0                      200     stdout (type declared or sniffed)
 exit non-zero               502     ``agent_failed`` error
 deadline passed             504     ``deadline_exceeded`` error
 stdout over its cap         502     ``response_too_large`` error
+storage over its allowance  502     ``storage_exceeded`` error (killed by ``SIGXFSZ``)
 no capacity                 503     ``no_capacity`` (+ ``Retry-After``)
 body over the stdin cap     413     ``request_too_large`` error
 ==========================  ======  ===========================
+
+A ``Status`` or ``Content-Type`` the agent declares that HTTP cannot carry is left out, never
+the answer: 204 or 304 with a non-empty stdout, a type with a control character or a byte past
+ASCII (see :func:`declared_headers`).
 
 Errors are the platform's one JSON body (:mod:`clrk_runtime.protocol.errors`); every answer
 carries the invocation-id header (:data:`~clrk_runtime.protocol.headers.INVOCATION_HEADER`).
@@ -18,14 +23,18 @@ carries the invocation-id header (:data:`~clrk_runtime.protocol.headers.INVOCATI
 from __future__ import annotations
 
 import json
+import re
+import signal
 from dataclasses import dataclass, field
 
 from clrk_runtime.protocol.errors import error_body
 from clrk_runtime.protocol.headers import INVOCATION_HEADER
 
 __all__ = [
+    "Declared",
     "Response",
     "RunResult",
+    "declared_headers",
     "error_response",
     "map_outcome",
     "no_capacity",
@@ -98,20 +107,58 @@ def parse_response_headers(text: str) -> tuple[int | None, str | None]:
 
     Unknown lines and malformed values are ignored: the agent's answer still goes out.
     """
+    status, content_type, _ignored = _parse(text)
+    return status, content_type
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """What an agent's response header lines ask for, once checked against its body."""
+
+    status: int | None
+    content_type: str | None
+    ignored: tuple[str, ...] = ()
+    """Why a declared line was set aside (for the log: the answer goes out without it)."""
+
+
+def declared_headers(text: str, body: bytes) -> Declared:
+    """:func:`parse_response_headers`, and a ``Status`` that forbids a body (204, 304) set aside
+    when ``body`` is not empty: HTTP cannot send that answer, and the agent's output wins.
+
+    A ``Content-Type`` that is not a valid header value (a control character, a byte past ASCII)
+    is set aside too, and the body sniffed instead; each is named in :attr:`Declared.ignored`.
+    """
+    status, content_type, ignored = _parse(text)
+    if status in _NO_BODY and body:
+        ignored.append(f"Status: {status} ignored: it forbids a body and stdout holds {len(body)} bytes")
+        status = None
+    return Declared(status, content_type, tuple(ignored))
+
+
+_NO_BODY = (204, 304)
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]+")
+"""A header value the HTTP servers send as is: printable ASCII, spaces and tabs."""
+
+
+def _parse(text: str) -> tuple[int | None, str | None, list[str]]:
     status: int | None = None
     content_type: str | None = None
+    ignored: list[str] = []
     for line in text.splitlines():
         name, sep, value = line.partition(":")
         if not sep:
             continue
         name, value = name.strip().lower(), value.strip()
         if name == "content-type" and value:
-            content_type = value
+            if _HEADER_VALUE.fullmatch(value):
+                content_type = value
+            else:
+                ignored.append(f"Content-Type {value[:80]!r} ignored: not a valid header value")
         elif name == "status":
             code = value.split(" ", 1)[0]
             if code.isdigit() and 200 <= int(code) <= 599:
                 status = int(code)
-    return status, content_type
+    return status, content_type, ignored
 
 
 def sniff_content_type(body: bytes) -> str:
@@ -140,6 +187,14 @@ def map_outcome(result: RunResult, invocation_id: str, timeout: float) -> Respon
         )
     if result.stdout_overflow:
         return error_response(502, "response_too_large", "the agent's stdout exceeded its cap", invocation_id)
+    if result.exit_code == -signal.SIGXFSZ:  # a file over RLIMIT_FSIZE, or a plain sandbox over its disk cap
+        return error_response(
+            502,
+            "storage_exceeded",
+            "the agent wrote more than its sandbox allows (a file over sandbox_file_size, or its "
+            "directory over sandbox_disk) and was killed",
+            invocation_id,
+        )
     if result.exit_code != 0:
         return error_response(
             502,
@@ -148,12 +203,12 @@ def map_outcome(result: RunResult, invocation_id: str, timeout: float) -> Respon
             invocation_id,
             exitCode=result.exit_code,
         )
-    status, content_type = parse_response_headers(result.response_headers)
+    declared = declared_headers(result.response_headers, result.stdout)
     return Response(
-        status or 200,
+        declared.status or 200,
         result.stdout,
         [
-            ("Content-Type", content_type or sniff_content_type(result.stdout)),
+            ("Content-Type", declared.content_type or sniff_content_type(result.stdout)),
             (INVOCATION_HEADER, invocation_id),
         ],
     )

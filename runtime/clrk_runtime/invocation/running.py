@@ -1,7 +1,12 @@
 """Run one invocation in one sandbox: feed stdin, collect stdout, log stderr, enforce the deadline.
 
 The only I/O step between the pure envelope and the pure outcome mapping. Whatever happens, the
-sandbox is closed on the way out (tree killed, directory removed).
+sandbox is closed on the way out (tree killed, directory removed). Nothing an agent controls can
+hold the loop: its stderr is logged up to ``stderr_log_cap`` bytes (then one line counts what was
+dropped; the span's tail keeps the last bytes all the same), and its response headers file is
+read in a thread, never through a symlink or a FIFO (:meth:`Sandbox.read_response_headers
+<clrk_runtime.sandbox.sandboxes.Sandbox.read_response_headers>`); a file refused there, or a
+declared header the answer cannot carry, is left out with a warning naming the invocation.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
-from clrk_runtime.invocation.outcomes import RunResult
+from clrk_runtime.invocation.outcomes import RunResult, declared_headers
+from clrk_runtime.sandbox.reading import RefusedFile
 from clrk_runtime.sandbox.sandboxes import Sandbox
 
 __all__ = ["AGENT_LOGGER", "StderrTail", "run_invocation"]
 
 AGENT_LOGGER = "clrk_runtime.agent"
 _log = logging.getLogger(AGENT_LOGGER)
+_warnings = logging.getLogger(__name__)
 _LINE_LIMIT = 65536
 """Bytes of stderr without a newline logged as one line."""
 _DRAIN = 1.0
@@ -47,28 +54,56 @@ class StderrTail:
 
 
 class _StderrLines:
-    """Splits an agent's stderr into lines: each goes to the log, tagged, and to the tail."""
+    """Splits an agent's stderr into lines: each goes to the log, tagged, and to the tail.
 
-    def __init__(self, tail: StderrTail, tag: str) -> None:
+    At most ``cap`` bytes are logged (whole lines): past that, chunks go to the tail only, and
+    :meth:`flush` logs one line saying how many bytes were dropped. An agent writing gigabytes
+    floods neither the log nor the loop (a dropped chunk is counted, never split).
+    """
+
+    def __init__(self, tail: StderrTail, tag: str, cap: int) -> None:
         self._tail = tail
         self._tag = tag
         self._partial = b""
+        self._room = cap
+        self._cap = cap
+        self._dropped = 0
 
     def add(self, chunk: bytes) -> None:
+        if self._dropped:
+            self._drop(chunk)
+            return
         *lines, self._partial = (self._partial + chunk).split(b"\n")
         for line in lines:
             self._emit(line + b"\n")
-        if len(self._partial) >= _LINE_LIMIT:  # no newline in sight: log what is there
-            self.flush()
+        if self._dropped or len(self._partial) >= _LINE_LIMIT:  # past the cap, or no newline in sight
+            self._emit(self._partial)
+            self._partial = b""
 
     def flush(self) -> None:
         if self._partial:
             self._emit(self._partial)
             self._partial = b""
+        if self._dropped:
+            _log.warning(
+                "%s stderr: %d bytes dropped from the log past its cap of %d bytes (CLRK_STDERR_LOG_CAP)",
+                self._tag,
+                self._dropped,
+                self._cap,
+            )
+            self._dropped = 0
 
     def _emit(self, line: bytes) -> None:
+        if self._dropped or len(line) > self._room:
+            self._drop(line)
+            return
+        self._room -= len(line)
         self._tail.add(line)
         _log.info("%s %s", self._tag, line.rstrip(b"\n").decode("utf-8", "replace"))
+
+    def _drop(self, data: bytes) -> None:
+        self._dropped += len(data)
+        self._tail.add(data)
 
 
 class _Stdout:
@@ -106,10 +141,13 @@ async def run_invocation(
     deadline: float,
     stdout_cap: int,
     stderr_tail: StderrTail,
+    stderr_log_cap: int | None = None,
 ) -> RunResult:
     """Run ``command`` in exactly ``env`` in ``sandbox``, with ``stdin`` as its input.
 
-    ``deadline`` is on the event loop's clock. Closes ``sandbox`` before returning.
+    ``deadline`` is on the event loop's clock. ``stderr_log_cap`` (default: the sandbox's
+    settings' ``stderr_log_cap``) bounds the bytes of stderr logged. Closes ``sandbox`` before
+    returning.
     """
     loop = asyncio.get_running_loop()
     timed_out = False
@@ -121,7 +159,8 @@ async def run_invocation(
             finished.set_result(None)
 
     stdout = _Stdout(stdout_cap, finish)
-    errors = _StderrLines(stderr_tail, f"[{invocation_id}]")
+    log_cap = sandbox.spec.settings.stderr_log_cap if stderr_log_cap is None else stderr_log_cap
+    errors = _StderrLines(stderr_tail, f"[{invocation_id}]", log_cap)
     try:
         try:
             process = await sandbox.launch(env, command)
@@ -148,11 +187,14 @@ async def run_invocation(
                 await asyncio.gather(process.stdout.eof, process.stderr.eof)
         errors.flush()
         headers = ""
-        if not timed_out and not stdout.over_cap:
-            headers = _read_headers(sandbox)  # a few bytes on a local disk: not worth a thread
+        body = stdout.data()
+        if not timed_out and not stdout.over_cap and exit_code == 0:
+            headers = await _read_headers(sandbox, invocation_id)
+            for reason in declared_headers(headers, body).ignored:
+                _warnings.warning("[%s] response header from the agent: %s", invocation_id, reason)
         return RunResult(
             exit_code=exit_code,
-            stdout=stdout.data(),
+            stdout=body,
             timed_out=timed_out,
             stdout_overflow=stdout.over_cap,
             response_headers=headers,
@@ -161,9 +203,11 @@ async def run_invocation(
         await sandbox.close(sweep_session=timed_out)
 
 
-def _read_headers(sandbox: Sandbox) -> str:
+async def _read_headers(sandbox: Sandbox, invocation_id: str) -> str:
+    """What the agent declared in ``$CLRK_METADATA_RESPONSE_HEADERS``; "" if nothing, or if the
+    file was refused (logged: the answer goes out as if the agent had declared nothing)."""
     try:
-        with open(sandbox.response_headers_file, "rb") as file:
-            return file.read(8192).decode("utf-8", "replace")
-    except OSError:
+        return await sandbox.read_response_headers()
+    except RefusedFile as exc:
+        _warnings.warning("[%s] response headers ignored: %s", invocation_id, exc)
         return ""

@@ -19,15 +19,34 @@ no supplementary group and no capability. Being single-threaded, the spawner is 
 whose ids move, for the microseconds of the call; and while its real uid is a sandbox's, no
 process of that uid exists to signal it (a uid is reused only once all of its processes died).
 
+A plain sandbox's process is the exception: it must be confined (Landlock, ``no_new_privs``,
+resource limits: :mod:`landlock`, the file beside this one) by code that runs in the child
+between ``fork`` and ``exec``, which ``posix_spawn`` cannot run. For it the spawner forks (its
+own fork: it is a separate single-threaded process, the shim's loop still never forks), builds the
+Landlock ruleset before the fork (so that a refusal is an error it reports), and waits on a
+close-on-exec pipe for the exec, so that a program that cannot start raises here as with
+``posix_spawn``. Measured with ``/bin/true`` on the same 2-core machine: ≈ 1.5 ms of the
+spawner's time per spawn (≈ 0.5 ms of its CPU; the rest is the child's own work until its exec),
+against ≈ 0.35 ms (0.07 ms CPU) with ``posix_spawn``; the shim's loop pays nothing either way.
+End to end, a cold plain invocation of ``cat`` through :class:`AgentRuntime` went from a median of
+≈ 2.7 ms to ≈ 3.9 ms (300 in a row, the machine shared).
+Bubblewrap sandboxes keep ``posix_spawn`` (bwrap sets ``no_new_privs`` itself).
+
 Requests (one datagram each, :mod:`marshal`-encoded, the child's descriptors attached with
 ``SCM_RIGHTS``): ``(op, tag, request)``:
 
 * ``spawn``: ``dirs`` (made 0700 and handed to the sandbox uid first), ``fds`` (the numbers the
   attached descriptors after the first three become in the child), ``uid``/``gid`` (``None``:
-  keep ours), ``cwd``, ``executable`` (``None``: ``argv[0]`` on ``env``'s PATH), ``argv`` and
-  ``env``. Answered ``("started", tag, pid)``.
+  keep ours), ``cwd``, ``executable`` (``None``: ``argv[0]`` on ``env``'s PATH), ``argv``,
+  ``env`` and ``confine`` (``None``, or a :class:`landlock.Confinement` in its wire form: then
+  forked and confined, as above). Answered ``("started", tag, pid)``.
 * ``prepare``: ``dirs``, ``uid``, ``gid``: the directories of a sandbox whose process comes later
   (a warm plain sandbox). Answered ``("done", tag, 0)``.
+* ``scope`` (sent first, before any child): enter a Landlock domain that scopes signals
+  (:func:`landlock.scope_signals`). Every child is then in it or in a domain below it, and
+  :meth:`_Server.sweep`'s ``kill(-1)`` as a sandbox's uid reaches only processes of that uid in
+  it: a host process that runs as the same uid (a systemd dynamic user, say) is out of reach.
+  Answered ``("done", tag, 0)``.
 * ``clean``: ``directory``, ``uid``, ``gid``, ``places``: remove a sandbox's directory (if not
   ``None``) and, with a uid, every entry of that uid at the top of each of ``places`` (the shared
   places it may have written to: ``/tmp`` …), with all below it (:mod:`cleaning`). Held until no
@@ -36,6 +55,11 @@ Requests (one datagram each, :mod:`marshal`-encoded, the child's descriptors att
   (never following a symlink), then drops to the sandbox uid for good before it touches a shared
   place: there it can remove only what that uid could. Answered ``("done", tag, code)``: 0 once
   nothing is left, else something could not be removed (the uid should not be reused).
+
+A confined child with a storage cap (``disk``) is measured every half second, each time by a
+meter process forked for it (:meth:`_Server.meter`), which walks its directories as root without
+following a symlink; past the cap its group is killed, and its exit is reported as a kill by
+``SIGXFSZ`` (the kernel's signal for a file over its size limit), whatever signal ended it.
 
 Every child starts with umask ``077``: what a sandbox creates, in a shared place too, is
 readable by its own uid alone. Any request may be answered ``("failed", tag, (errno, message))``
@@ -63,10 +87,12 @@ import time
 from typing import Any
 
 if __package__:
-    from clrk_runtime.launching import cleaning
+    from clrk_runtime.launching import cleaning, confined, landlock
 else:  # run as a file (python -I -S spawn_server.py): neither its folder nor site-packages is on the path
     sys.path.append(os.path.dirname(os.path.abspath(__file__)))
     import cleaning  # type: ignore[import-not-found,no-redef]
+    import confined  # type: ignore[import-not-found,no-redef]
+    import landlock  # type: ignore[import-not-found,no-redef]
 
 _MAX_MESSAGE = 1 << 20
 _MAX_FDS = 8
@@ -79,6 +105,8 @@ _SWEEP_PAUSE = 0.0005
 """After its kill, a sweep reaps and looks again every half millisecond, for one second at most."""
 _SMALL = 64
 """Entries of a sandbox's directory removed here, beyond which a cleaner process takes over."""
+_METER_EVERY = 0.5
+"""Seconds between the end of one measure of a confined sandbox's directory and the next."""
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
 """Signals ignored or handled here that a child must get back at their defaults."""
 
@@ -104,8 +132,16 @@ def _make_dirs(dirs: list[str], uid: int | None, gid: int | None) -> None:
 def _start(request: dict[str, Any], fds: list[int]) -> int:
     uid, gid = request["uid"], request["gid"]
     targets = [0, 1, 2, *request["fds"]]
-    # posix_spawn's file actions dup2 in order: keep every source above every target.
+    # Both ways dup2 in order: keep every source above every target.
     sources = [fd if fd > max(targets) else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD) for fd in fds]
+    if request.get("confine") is not None:
+        try:
+            executable = request["executable"] or _which(request["argv"][0], request["env"].get("PATH", os.defpath))
+            return confined.start(request, executable, list(zip(sources, targets, strict=True)), _DEFAULT_SIGNALS)
+        finally:
+            for source, fd in zip(sources, fds, strict=True):
+                if source != fd:
+                    os.close(source)
     try:
         os.chdir(request["cwd"])
         if uid is not None:
@@ -151,6 +187,14 @@ class _Server:
         """Cleaner processes, and the tag of the request each answers."""
         self.held: dict[int, list[tuple[int, dict[str, Any]]]] = {}
         """Clean requests waiting for the last child of their uid to be reaped."""
+        self.metered: dict[int, tuple[list[str], int]] = {}
+        """Confined children with a storage cap: their directories, and the cap in bytes."""
+        self.due: dict[int, float] = {}
+        """When each metered child's next measure starts (none while one runs)."""
+        self.meters: dict[int, int] = {}
+        """Meter processes, and the child whose directories each measures."""
+        self.over: set[int] = set()
+        """Children killed for what their directories hold: reported as killed by SIGXFSZ."""
 
     def say(self, *reply: str | int | tuple[int, str]) -> None:
         self.sock.sendall(marshal.dumps(reply))
@@ -161,9 +205,16 @@ class _Server:
                 _make_dirs(request["dirs"], request["uid"], request["gid"])
                 pid = _start(request, fds)
                 self.children[pid] = request["uid"]
+                confine = request.get("confine")
+                if confine is not None and confine["disk"] is not None:
+                    self.metered[pid] = (confine["writable"], confine["disk"])
+                    self.due[pid] = time.monotonic() + _METER_EVERY
                 self.say("started", tag, pid)
             elif op == "prepare":
                 _make_dirs(request["dirs"], request["uid"], request["gid"])
+                self.say("done", tag, 0)
+            elif op == "scope":
+                landlock.scope_signals()
                 self.say("done", tag, 0)
             elif op == "clean":
                 if request["uid"] is not None and request["uid"] in self.children.values():
@@ -217,12 +268,61 @@ class _Server:
                 uid = self.children.pop(pid)
                 if uid is not None:
                     self.sweep(uid)
+                if self.metered.pop(pid, None) is not None:
+                    self.due.pop(pid, None)
+                if pid in self.over:
+                    self.over.discard(pid)
+                    status = int(signal.SIGXFSZ)  # the wait status of a process killed by that signal
                 self.say("exit", pid, status)
                 if uid is not None and uid not in self.children.values():
                     for tag, request in self.held.pop(uid, []):
                         self.clean(tag, request)
             elif pid in self.cleaners:
                 self.say("done", self.cleaners.pop(pid), os.waitstatus_to_exitcode(status))
+            elif pid in self.meters:
+                self.measured(self.meters.pop(pid), os.waitstatus_to_exitcode(status))
+
+    def timeout(self) -> float | None:
+        """Seconds until the next measure is due (None: none is)."""
+        return max(0.0, min(self.due.values()) - time.monotonic()) if self.due else None
+
+    def meter(self) -> None:
+        """Start a meter process for each confined child whose measure is due: it walks the
+        child's directories (never following a symlink) and exits 1 once they hold more than the
+        cap. A process of its own, so that a tree of a million entries delays nothing here."""
+        now = time.monotonic()
+        for child, when in list(self.due.items()):
+            if when > now:
+                continue
+            del self.due[child]
+            folders, cap = self.metered[child]
+            try:
+                pid = os.fork()
+            except OSError:
+                self.due[child] = now + _METER_EVERY
+                continue
+            if pid == 0:  # the meter: it never returns to this loop
+                code = 2
+                try:
+                    self.sock.close()
+                    signal.set_wakeup_fd(-1)
+                    os.nice(10)
+                    code = 1 if confined.holds_more(folders, cap) else 0
+                finally:
+                    os._exit(code)
+            self.meters[pid] = child
+
+    def measured(self, child: int, code: int) -> None:
+        """A meter ended: past the cap (1), kill the child's group (its uid is swept as it is
+        reaped); otherwise measure again later."""
+        if child not in self.children:
+            return
+        if code == 1:
+            self.over.add(child)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)
+        else:
+            self.due[child] = time.monotonic() + _METER_EVERY
 
     def sweep(self, uid: int) -> None:
         """SIGKILL every process of ``uid``; return once none of them is our child any more
@@ -232,7 +332,9 @@ class _Server:
         the shim hears of it, nothing of the sandbox runs, and its uid may go to another sandbox.
         ``kill(-1)`` reaches every process the caller may signal: with ``uid`` as our real and
         effective uid (root stays the saved one, to come back to), exactly that uid's processes,
-        wherever they moved (another session, another group, a double fork). The kernel holds
+        wherever they moved (another session, another group, a double fork); once the spawner
+        scoped its signals (the ``scope`` request), only those in its Landlock domain or below,
+        which are the sandboxes' (without that, a host process of that uid dies too). The kernel holds
         off forks while it walks the process list, so none is missed. Those orphaned along the
         way are ours (we are their subreaper): we wait for them to die and reap them. ESRCH means
         it found no process at all (in a container whose pid 1 is the shim, none but us two).
@@ -329,7 +431,7 @@ def serve(sock: socket.socket) -> None:
     selector.register(wake_read, selectors.EVENT_READ)
     try:
         while True:
-            for key, _events in selector.select():
+            for key, _events in selector.select(server.timeout()):
                 if key.fileobj is sock:
                     message, fds = _receive(sock)
                     if not message:
@@ -344,6 +446,7 @@ def serve(sock: socket.socket) -> None:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_read, 4096)
                     server.reap()
+            server.meter()
     finally:
         server.kill_all()
 

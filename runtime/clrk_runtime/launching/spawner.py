@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from clrk_runtime.launching import spawn_server
+from clrk_runtime.launching.landlock import Confinement
 from clrk_runtime.launching.pipes import Input, Output
 
 __all__ = ["Child", "Launch", "Spawner", "SpawnerGone", "ended", "start_child"]
@@ -57,6 +58,10 @@ class Launch:
     extra: Sequence[int] = field(default=())
     uid: int | None = None
     gid: int | None = None
+    confinement: Confinement | None = None
+    """A plain sandbox's Landlock domain, ``no_new_privs`` and limits (see
+    :mod:`~clrk_runtime.launching.landlock`): the spawner then forks and applies them before the
+    exec. None (bubblewrap, which sets ``no_new_privs`` itself): started as it is."""
 
 
 class Child:
@@ -88,11 +93,16 @@ class Spawner:
 
     ``python`` is the argv prefix that runs this same Python (default: ``sys.executable``); the
     spawner is started as ``python + ["-I", "-S", <spawn_server.py>, FD]``, with an empty
-    environment (see :attr:`clrk_runtime.settings.RuntimeSettings.python`).
+    environment (see :attr:`clrk_runtime.settings.RuntimeSettings.python`). With
+    ``scope_signals`` (Landlock ABI 6 or more), the spawner enters a Landlock domain of its own
+    first that scopes its signals: every sandbox then runs in it or below it, and the sweep that
+    kills what is left of a sandbox's uid reaches that sandbox's processes only, never a host
+    process that happens to run as the same uid.
     """
 
-    def __init__(self, python: Sequence[str] | None = None) -> None:
+    def __init__(self, python: Sequence[str] | None = None, *, scope_signals: bool = False) -> None:
         self.python = list(python) if python else [sys.executable]
+        self.scope_signals = scope_signals
         self._socket: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._tags = itertools.count()
@@ -129,6 +139,10 @@ class Spawner:
             theirs.close()
         self._socket = ours
         asyncio.get_running_loop().add_reader(ours.fileno(), self._readable)
+        if self.scope_signals:
+            # The first request, so carried out before any child starts (one started earlier would
+            # be out of the spawner's reach); not waited for, like the spawner's own start.
+            (await self._post("scope", {}, ())).add_done_callback(_scoped)
 
     async def stop(self) -> None:
         """Close the socket: the spawner kills what is left of its children and exits."""
@@ -159,6 +173,7 @@ class Spawner:
             "executable": launch.executable,
             "argv": list(launch.argv),
             "env": dict(launch.env),
+            "confine": None if launch.confinement is None else launch.confinement.to_wire(),
         }
         started = await self._send("spawn", request, [*stdio, *launch.extra])
         try:
@@ -189,6 +204,10 @@ class Spawner:
         """Send one request; the future of its reply."""
         if (self._gone and not self._stopped) or self._restarting.locked():
             await self._restart()  # or wait for the restart under way
+        return await self._post(op, request, fds)
+
+    async def _post(self, op: str, request: dict[str, Any], fds: Sequence[int]) -> asyncio.Future[int]:
+        """Send one request to the spawner running now (none: :class:`SpawnerGone`)."""
         if self._socket is None:
             raise SpawnerGone("the spawner process is not running")
         tag = next(self._tags)
@@ -277,6 +296,14 @@ class Spawner:
                 os.killpg(pid, signal.SIGKILL)
             self._resolve(future, -signal.SIGKILL)
             del self._exits[pid]
+
+
+def _scoped(reply: asyncio.Future[int]) -> None:
+    if reply.cancelled():
+        return
+    failure = reply.exception()  # a spawner that died meanwhile says so on the next request
+    if isinstance(failure, OSError):
+        _log.warning("the spawner could not scope its signals (%s): a sweep reaches every process of its uid", failure)
 
 
 async def ended(pid: int) -> None:

@@ -5,9 +5,9 @@ Pure and small (the shim ships it into every agent image; the ingress, the egres
 environment or keeps state.
 
 ============================  ==========================================================
-:mod:`.headers`               the ``X-Clrk-*`` header names
+:mod:`.headers`               the ``X-Clrk-*`` header names; a header sent twice is refused
 :mod:`.routes`                paths the ingress serves besides ``POST /``
-:mod:`.ids`                   the invocation-id rule: minted UUIDv7, or a caller's event id
+:mod:`.ids`                   invocation ids (minted UUIDv7, never a caller's), event ids
 :mod:`.errors`                the one JSON error body, ``{"error": {"type", "message", …}}``
 :mod:`.durations`             ``100s``/``1m30s`` durations, the longest timeout, RFC 3339 times
 :mod:`.envelope`              the CloudEvent an agent reads on stdin, built from an HTTP request
@@ -18,10 +18,17 @@ environment or keeps state.
 """
 
 from clrk_runtime.protocol.durations import MAX_TIMEOUT_S, parse_duration, rfc3339
-from clrk_runtime.protocol.envelope import Envelope, EnvelopeError, build_envelope
+from clrk_runtime.protocol.envelope import INVOCATION_ATTRIBUTE, Envelope, EnvelopeError, build_envelope
 from clrk_runtime.protocol.errors import error_body, error_document
-from clrk_runtime.protocol.headers import AGENT_HEADER, INVOCATION_HEADER, SIGNATURE_HEADER, TIMEOUT_HEADER
-from clrk_runtime.protocol.ids import EVENT_ID_RULE, given_or_new, is_event_id, new_invocation_id
+from clrk_runtime.protocol.headers import (
+    AGENT_HEADER,
+    INVOCATION_HEADER,
+    SIGNATURE_HEADER,
+    TIMEOUT_HEADER,
+    RepeatedHeader,
+    request_headers,
+)
+from clrk_runtime.protocol.ids import EVENT_ID_RULE, is_event_id, is_invocation_id, new_invocation_id
 from clrk_runtime.protocol.keys import KeyPurpose, namespace_key, namespace_of
 from clrk_runtime.protocol.routes import TRACES_PATH
 from clrk_runtime.protocol.signing import TOLERANCE_S, InvalidSignature, sign_request, verify_request
@@ -30,6 +37,7 @@ from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, sign, verify
 __all__ = [
     "AGENT_HEADER",
     "EVENT_ID_RULE",
+    "INVOCATION_ATTRIBUTE",
     "INVOCATION_HEADER",
     "MAX_TIMEOUT_S",
     "SIGNATURE_HEADER",
@@ -42,15 +50,17 @@ __all__ = [
     "InvalidToken",
     "KeyPurpose",
     "ProxyClaims",
+    "RepeatedHeader",
     "build_envelope",
     "error_body",
     "error_document",
-    "given_or_new",
     "is_event_id",
+    "is_invocation_id",
     "namespace_key",
     "namespace_of",
     "new_invocation_id",
     "parse_duration",
+    "request_headers",
     "rfc3339",
     "sign",
     "sign_request",

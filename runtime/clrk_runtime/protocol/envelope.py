@@ -11,30 +11,35 @@ Three shapes come in (header names lower-cased):
 * **structured CloudEvent**, ``Content-Type: application/cloudevents+json`` (whatever ``ce-*``
   headers come with it, as the CloudEvents HTTP binding says): the body is the event;
 * **binary CloudEvent**, ``ce-specversion`` and the other ``ce-*`` headers: the body is its data;
-* **anything else** becomes the ``data`` of a new event (``id`` from ``new_id()``, the
+* **anything else** becomes the ``data`` of a new event (``id`` the invocation id, the
   ``source`` given, type :data:`EVENT_TYPE`).
 
-A CloudEvent keeps its attributes and extensions; one without ``time`` gets the moment it
-arrived (the CloudEvents SDK's rule). Either way a JSON ``data`` is copied byte for byte, so
-``jq '.data'`` yields the caller's value (``""``, ``0``, ``false`` and ``null`` included); any
-other body travels as ``data_base64`` with its own ``datacontenttype``. The rules that refuse
-(each names the header or attribute at fault):
+Every envelope names its invocation in the extension attribute :data:`INVOCATION_ATTRIBUTE`
+(``clrkinvocationid``), set by the builder whatever the request said: the invocation id is the
+platform's (:mod:`clrk_runtime.protocol.ids`). A caller's CloudEvent keeps its own ``id``, which
+keys nothing. A CloudEvent keeps its attributes and other extensions; one without ``time`` gets
+the moment it arrived (the CloudEvents SDK's rule). Either way a JSON ``data`` is copied byte for
+byte, so ``jq '.data'`` yields the caller's value (``""``, ``0``, ``false`` and ``null``
+included); any other body travels as ``data_base64`` with its own ``datacontenttype``. The rules
+that refuse (each names the header or attribute at fault):
 
 * a body declared JSON (``application/json``, ``text/json``, ``*+json``, or no type at all) must
   be one JSON value in UTF-8 (RFC 8259: not ``NaN``, no BOM): ``invalid_json``;
 * a CloudEvent must be valid for the CloudEvents SDK, of ``specversion`` 1.0, with ``id``,
   ``source`` and ``type``, and an ``id`` that follows :data:`~clrk_runtime.protocol.ids.EVENT_ID_RULE`
-  (it names the invocation in logs, spans and proxy credentials): ``invalid_cloudevent``;
+  (it is written into the ingress's span): ``invalid_cloudevent``;
 * batches (``application/cloudevents-batch+json``) are not invocations: ``invalid_cloudevent``.
 
-The format is documented for agent authors in ``docs/envelope.md``.
+A header given twice is refused before this builder runs
+(:func:`clrk_runtime.protocol.headers.request_headers`). The format is documented for agent
+authors in ``docs/envelope.md``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -44,12 +49,14 @@ from cloudevents.http import CloudEvent, from_http
 
 from clrk_runtime.protocol.ids import EVENT_ID_RULE, is_event_id
 
-__all__ = ["EVENT_TYPE", "STRUCTURED", "Envelope", "EnvelopeError", "build_envelope"]
+__all__ = ["EVENT_TYPE", "INVOCATION_ATTRIBUTE", "STRUCTURED", "Envelope", "EnvelopeError", "build_envelope"]
 
 EVENT_TYPE = "dev.clrk.invocation"
 """``type`` of a wrapped (non-CloudEvent) request."""
 STRUCTURED = "application/cloudevents+json"
 """The media type of a structured CloudEvent, and of the envelope itself."""
+INVOCATION_ATTRIBUTE = "clrkinvocationid"
+"""The extension attribute holding the invocation id, in every envelope."""
 _REQUIRED = ("id", "source", "type")
 
 
@@ -65,7 +72,9 @@ class EnvelopeError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Envelope:
     event_id: str
-    """The CloudEvent's ``id``: the caller's for a CloudEvent, else the ``new_id()`` it was given."""
+    """The CloudEvent's ``id``: the caller's for a CloudEvent, else the invocation id."""
+    invocation_id: str
+    """The invocation id it was built for (its :data:`INVOCATION_ATTRIBUTE`)."""
     body: bytes
     """CloudEvents structured JSON, written to the agent's stdin."""
     wrapped: bool
@@ -86,42 +95,45 @@ def build_envelope(
     headers: Mapping[str, str],
     body: bytes,
     *,
-    new_id: Callable[[], str],
+    invocation_id: str,
     source: str,
     now: datetime | None = None,
 ) -> Envelope:
-    """The envelope for one request (``headers`` with lower-cased names).
+    """The envelope for invocation ``invocation_id`` of one request (``headers`` with lower-cased
+    names).
 
-    ``new_id`` names a wrapped request (it is called only then); ``source`` is the wrapped event's
-    ``source`` (which part of clrk made it). ``now`` is for tests.
+    ``invocation_id`` (the platform's, never the request's) goes into :data:`INVOCATION_ATTRIBUTE`
+    and is the ``id`` of a wrapped request; ``source`` is the wrapped event's ``source`` (which
+    part of clrk made it). ``now`` is for tests.
     """
     media = _media(headers.get("content-type", ""))
     if media == STRUCTURED:
-        return _structured(headers, body)
+        return _structured(headers, body, invocation_id)
     if media.startswith("application/cloudevents"):
         raise EnvelopeError(
             "invalid_cloudevent",
             f"header Content-Type: {media} is not an invocation; send one event as {STRUCTURED}",
         )
     if "ce-specversion" in headers:
-        return _binary(headers, body)
-    return _wrap(headers, body, new_id(), source, now)
+        return _binary(headers, body, invocation_id)
+    return _wrap(headers, body, invocation_id, source, now)
 
 
-def _wrap(headers: Mapping[str, str], body: bytes, event_id: str, source: str, now: datetime | None) -> Envelope:
+def _wrap(headers: Mapping[str, str], body: bytes, invocation_id: str, source: str, now: datetime | None) -> Envelope:
     """A new event around the request's body, written as a caller's event is (so that passing it
     through again gives the same bytes)."""
     content_type = headers.get("content-type", "")
     when = (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
-    attributes = {"id": event_id, "source": source, "type": EVENT_TYPE, "time": when}
+    attributes = {"id": invocation_id, "source": source, "type": EVENT_TYPE, "time": when}
     if _is_json_type(content_type):
         data = _json_value(body, "the body")
         event = CloudEvent({**attributes, "datacontenttype": content_type or "application/json"})
-        return _encode(event, data, wrapped=True)
-    return _encode(CloudEvent({**attributes, "datacontenttype": content_type}, bytes(body)), None, wrapped=True)
+        return _encode(event, data, invocation_id, wrapped=True)
+    event = CloudEvent({**attributes, "datacontenttype": content_type}, bytes(body))
+    return _encode(event, None, invocation_id, wrapped=True)
 
 
-def _binary(headers: Mapping[str, str], body: bytes) -> Envelope:
+def _binary(headers: Mapping[str, str], body: bytes, invocation_id: str) -> Envelope:
     """A binary-mode CloudEvent: attributes in ``ce-*`` headers, the body is its data."""
     for name in _REQUIRED:
         if not headers.get(f"ce-{name}"):
@@ -135,10 +147,10 @@ def _binary(headers: Mapping[str, str], body: bytes) -> Envelope:
         event.data = bytes(body)
     else:
         event.data = None
-    return _encode(event, data)
+    return _encode(event, data, invocation_id)
 
 
-def _structured(headers: Mapping[str, str], body: bytes) -> Envelope:
+def _structured(headers: Mapping[str, str], body: bytes, invocation_id: str) -> Envelope:
     """A structured-mode CloudEvent: the body is the event, its ``data`` member kept as written."""
     try:
         document = json.loads(body.decode("utf-8"), parse_constant=_not_json)
@@ -152,7 +164,7 @@ def _structured(headers: Mapping[str, str], body: bytes) -> Envelope:
     # The SDK compares the content type case-sensitively and takes ce-* headers over the body.
     sdk_headers = {"content-type": STRUCTURED}
     event = _validated(sdk_headers, body, "structured CloudEvent", "attribute id")
-    return _encode(event, _data_member(body))
+    return _encode(event, _data_member(body), invocation_id)
 
 
 def _validated(headers: Mapping[str, str], body: bytes, mode: str, id_field: str) -> CloudEvent:
@@ -167,8 +179,9 @@ def _validated(headers: Mapping[str, str], body: bytes, mode: str, id_field: str
     return event
 
 
-def _encode(event: CloudEvent, data: bytes | None, *, wrapped: bool = False) -> Envelope:
-    """``event`` in structured mode, with ``data`` (its exact JSON text) when given.
+def _encode(event: CloudEvent, data: bytes | None, invocation_id: str, *, wrapped: bool = False) -> Envelope:
+    """``event`` in structured mode, named ``invocation_id`` by its :data:`INVOCATION_ATTRIBUTE`,
+    with ``data`` (its exact JSON text) when given.
 
     The SDK validates the event and writes its attributes; the data member is written here, from
     the caller's bytes, because the SDK does not keep it (measured with cloudevents 1.12):
@@ -177,13 +190,14 @@ def _encode(event: CloudEvent, data: bytes | None, *, wrapped: bool = False) -> 
     and ``to_structured`` re-serialises numbers (``1e400`` became ``Infinity``, which is not JSON).
     """
     event_id = str(event["id"])
+    event[INVOCATION_ATTRIBUTE] = invocation_id  # whatever the request said
     if data is None:
         _, structured = to_structured(event)
-        return Envelope(event_id, structured, wrapped)
+        return Envelope(event_id, invocation_id, structured, wrapped)
     event.data = None
     _, attributes = to_structured(event)  # a JSON object without data: '{"specversion": ..., ...}'
     attributes = attributes.rstrip()
-    return Envelope(event_id, attributes[:-1] + b', "data": ' + data + b"}", wrapped)
+    return Envelope(event_id, invocation_id, attributes[:-1] + b', "data": ' + data + b"}", wrapped)
 
 
 def _json_value(body: bytes, what: str) -> bytes:

@@ -109,7 +109,9 @@ def verify_request(
         if sep:
             fields[name] = field
     stamp, mac = fields.get("t", ""), fields.get("v1", "")
-    if not stamp.isdigit() or not mac:
+    # ASCII digits, and few: "²".isdigit() is true but int() refuses it, and a huge number
+    # overflows the float arithmetic below; either would escape as something else than this.
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or not mac:
         raise InvalidSignature("malformed X-Clrk-Signature")
     timestamp = int(stamp)
     if abs(now - timestamp) > tolerance:

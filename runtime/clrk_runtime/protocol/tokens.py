@@ -3,7 +3,11 @@
 Every invocation reaches the network only through the egress gateway, with its own credentials in
 the proxy URL (``http://<invocation-id>:<token>@proxy``). The token is signed with a key that the
 shim and the gateway share (in a cluster: a Secret mounted where the agent's uid cannot read it),
-so gateway replicas need no shared session state. The token carries the agent, the invocation,
+so gateway replicas need no shared session state. The key is the agent's namespace's
+(:func:`clrk_runtime.protocol.keys.namespace_key` with purpose ``proxy-token``): the gateway, which
+holds the platform key, reads the agent a token names with :func:`claimed_agent` (untrusted),
+derives that namespace's key and only then verifies, so a key read in one namespace cannot mint
+tokens for an agent of another. The token carries the agent, the invocation,
 the caller's trace context and an expiry (the invocation's deadline plus a small grace), and so it
 dies with the invocation. The gateway may also keep a revocation set for tokens ended early.
 
@@ -19,7 +23,7 @@ import hmac
 import json
 from dataclasses import dataclass
 
-__all__ = ["InvalidToken", "ProxyClaims", "sign", "verify"]
+__all__ = ["InvalidToken", "ProxyClaims", "claimed_agent", "sign", "verify"]
 
 _SEPARATOR = "."
 
@@ -63,6 +67,24 @@ def sign(claims: ProxyClaims, key: bytes) -> str:
     }
     payload = _b64(json.dumps(body, separators=(",", ":")).encode("utf-8"))
     return payload + _SEPARATOR + _mac(key, payload)
+
+
+def claimed_agent(token: str) -> str:
+    """The agent (``namespace/name``) a token *claims*, read without checking its signature.
+
+    Untrusted until :func:`verify` accepts the token: it only tells the verifier which namespace's
+    key to check the signature with. Raises :class:`InvalidToken` when the payload is unreadable.
+    """
+    payload, sep, _ = token.partition(_SEPARATOR)
+    if not sep or not payload:
+        raise InvalidToken("malformed token")
+    try:
+        agent = json.loads(_unb64(payload))["a"]
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise InvalidToken("malformed claims") from exc
+    if not isinstance(agent, str):
+        raise InvalidToken("malformed claims")
+    return agent
 
 
 def verify(token: str, key: bytes, *, now: float, invocation_id: str | None = None) -> ProxyClaims:

@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Literal
 
 from clrk_runtime.launching import cleaning
+from clrk_runtime.launching.landlock import Confinement
 from clrk_runtime.launching.spawner import Child, Launch, Spawner, SpawnerGone, ended, start_child
 from clrk_runtime.sandbox.layouts import BWRAP_PATHS, PROXY_PORT, SandboxPaths, bwrap_argv, launch_script, stub_script
+from clrk_runtime.sandbox.reading import HEADERS_CAP, read_agent_file
 from clrk_runtime.sandbox.reaping import group_exists, kill_leftovers
 from clrk_runtime.sandbox.uids import HostIds
 from clrk_runtime.settings import RuntimeSettings
@@ -70,6 +72,9 @@ class SandboxSpec:
     """The uids sandboxes run as, one each (when ``drop_privileges``)."""
     places: tuple[str, ...] = ()
     """Shared places a plain sandbox's uid may write to, cleaned of it at close (when ``ids``)."""
+    landlock_abi: int = 0
+    """The Landlock ABI plain sandboxes are confined with (the kernel's, capped by
+    ``settings.landlock_abi``; 0: none): see :func:`_plain_confinement`."""
 
 
 @dataclass(eq=False)
@@ -100,7 +105,21 @@ class Sandbox:
 
     @property
     def response_headers_file(self) -> str:
+        """Where ``$CLRK_METADATA_RESPONSE_HEADERS`` lands on the host: a path the agent controls,
+        never opened by it (see :meth:`read_response_headers`)."""
         return f"{self.directory}/meta/headers"
+
+    async def read_response_headers(self) -> str:
+        """What the agent wrote into ``$CLRK_METADATA_RESPONSE_HEADERS`` ("" if nothing).
+
+        Read in a thread, relative to the sandbox's directory and never through a symlink, a FIFO
+        or anything but a regular file of the sandbox's uid of at most
+        :data:`~clrk_runtime.sandbox.reading.HEADERS_CAP` bytes (see
+        :mod:`clrk_runtime.sandbox.reading`); anything else raises
+        :class:`~clrk_runtime.sandbox.reading.RefusedFile`.
+        """
+        data = await asyncio.to_thread(read_agent_file, self.directory, ("meta", "headers"), self.uid, HEADERS_CAP)
+        return "" if data is None else data.decode("utf-8", "replace")
 
     async def launch(self, env: Mapping[str, str], command: Sequence[str]) -> Child:
         """Run ``command`` in exactly ``env``, in the work dir; the agent's process.
@@ -133,6 +152,7 @@ class Sandbox:
             dirs=() if self.prepared else _plain_dirs(self.directory),
             uid=self.uid,
             gid=self.uid,
+            confinement=_plain_confinement(self.spec, self.directory, own_uid=self.uid is not None),
         )
 
     def _places(self) -> tuple[str, ...]:
@@ -324,6 +344,24 @@ def _program(name: str, path: str) -> str:
     if found is None:
         raise FileNotFoundError(f"{name} is not on the sandbox's PATH ({path})")
     return found
+
+
+def _plain_confinement(spec: SandboxSpec, directory: str, *, own_uid: bool) -> Confinement:
+    """What a plain sandbox's processes are held to: writes only beneath ``directory`` (its
+    HOME, TMPDIR, work dir and meta), TCP connect only to the egress gateway's port, its own
+    signals and abstract sockets, ``no_new_privs`` and the limits of ``spec.settings`` (the
+    process count only with a uid of its own, ``own_uid``: the kernel counts per uid)."""
+    settings = spec.settings
+    port = settings.egress_proxy.rpartition(":")[2] if settings.egress_proxy else ""
+    return Confinement(
+        abi=spec.landlock_abi,
+        writable=(directory,),
+        connect_ports=(int(port),) if port.isdigit() else (),
+        processes=settings.sandbox_processes if own_uid else None,
+        file_size=settings.sandbox_file_size,
+        open_files=settings.sandbox_open_files,
+        disk=settings.sandbox_disk,
+    )
 
 
 def _plain_dirs(directory: str) -> tuple[str, ...]:

@@ -2,7 +2,10 @@
 
 ``POST`` (any path) invokes the agent. Knative's probes: ``GET /healthz`` (or ``/livez``) answers
 200 while the process serves; ``GET /readyz`` answers 200 only once the warm pool is filled, and 503 again when
-draining. With ``lifespan=True`` the app starts and stops (drains) the runtime with the server.
+draining; its JSON also says how sandboxes are confined (``sandbox``: the kind and, for plain
+ones, the Landlock ABI in use and the pieces it lacks, see
+:class:`~clrk_runtime.service.runtime.SandboxReport`). With ``lifespan=True`` the app starts and
+stops (drains) the runtime with the server.
 
 This is what ``clrk-shim`` serves by default; ``clrk-shim --server functions-framework`` serves
 the same runtime through functions-framework instead (:mod:`clrk_runtime.server.functions`).
@@ -16,15 +19,14 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from clrk_runtime.invocation.outcomes import Response, error_response, request_too_large
-from clrk_runtime.protocol.headers import INVOCATION_HEADER
-from clrk_runtime.protocol.ids import given_or_new, new_invocation_id
+from clrk_runtime.protocol.headers import RepeatedHeader, request_headers
+from clrk_runtime.protocol.ids import new_invocation_id
 from clrk_runtime.service.runtime import AgentRuntime
 
 __all__ = ["Message", "Receive", "Scope", "Send", "ShimApp", "run_lifespan"]
 
 _log = logging.getLogger(__name__)
 _PROBES = ("/healthz", "/livez", "/readyz")
-_INVOCATION = INVOCATION_HEADER.lower()
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -64,16 +66,22 @@ class ShimApp:
     ) -> Response:
         if method in ("GET", "HEAD") and path in _PROBES:
             ready = path != "/readyz" or self.runtime.ready
-            body = json.dumps({"ready": self.runtime.ready}).encode()
+            details: dict[str, object] = {"ready": self.runtime.ready}
+            report = self.runtime.sandbox_report
+            if path == "/readyz" and report is not None:
+                details["sandbox"] = report.details()  # what a plain sandbox lacks here, if anything
+            body = json.dumps(details).encode()
             return Response(200 if ready else 503, body, [("Content-Type", "application/json")])
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
         if method != "POST":
-            invocation_id = given_or_new(headers.get(_INVOCATION))
-            return error_response(405, "method_not_allowed", "invoke the agent with POST", invocation_id)
+            return error_response(405, "method_not_allowed", "invoke the agent with POST", new_invocation_id())
+        try:
+            headers = request_headers(raw_headers)  # the ingress's rule: a second ce-id is refused
+        except RepeatedHeader as exc:
+            return error_response(400, exc.kind, exc.message, new_invocation_id())
         try:
             body = await _read_body(receive, self.runtime.settings.stdin_cap, headers)
         except _TooLarge:
-            return request_too_large(given_or_new(headers.get(_INVOCATION)), self.runtime.settings.stdin_cap)
+            return request_too_large(new_invocation_id(), self.runtime.settings.stdin_cap)
         return await self.runtime.handle(headers, body)
 
 

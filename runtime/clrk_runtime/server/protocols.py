@@ -21,8 +21,17 @@ keep-alive timeout at the first byte of the next head; the head deadline then bo
 the one counted from the answer if it is still running, else one counted from that first byte.
 The same deadline covers the rest of a body the app did not wait for (it answered first, e.g.
 413): unfinished then, the connection is closed.
-httptools, unlike h11, buffers a head of any size: here it is capped as h11 caps it
-(``h11_max_incomplete_event_size``, 16 KiB), 400 past it.
+A request head (request line, headers, blank line) over :data:`HEAD_CAP` (16 KiB, h11's
+``h11_max_incomplete_event_size``; the same for httptools) gets, however its bytes arrive (one
+read or many, streamed or pipelined), before any app runs::
+
+    431 {"error": {"type": "request_head_too_large", "message": "..."}}  Connection: close
+
+(the message names the largest header when the head is whole). h11 checks only an *incomplete*
+head against its buffer, and httptools buffers a head of any size: both would accept a long head
+that arrives in one read, so the size of every whole head is counted here too (h11: the bytes
+its parser took for the head; httptools: its request line and headers as the parser reports them,
+trailing blanks included).
 
 Every server of the platform uses it (``clrk dev``'s and the cluster's ingress, ``clrk-shim``)::
 
@@ -52,6 +61,7 @@ from clrk_runtime.protocol.ids import new_invocation_id
 __all__ = [
     "BAD_REQUEST_MESSAGE",
     "DEFAULT_HEAD_TIMEOUT_SECONDS",
+    "HEAD_CAP",
     "Implementation",
     "JsonH11Protocol",
     "http_protocol",
@@ -64,6 +74,10 @@ BAD_REQUEST_MESSAGE = (
     "body framing); the connection is closed"
 )
 _INVOCATION_HEADER = INVOCATION_HEADER.lower().encode("ascii")
+HEAD_CAP = DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+"""Bytes a request head may have (16 KiB, unless ``uvicorn.Config(h11_max_incomplete_event_size=…)``
+says otherwise); past it, 431 (nginx's default ``large_client_header_buffers`` allows 8 KiB a
+line, Envoy's ``max_request_headers_kb`` 60 KiB in all)."""
 
 Implementation = Literal["auto", "h11", "httptools"]
 
@@ -116,6 +130,8 @@ class _JsonRefusals(asyncio.Protocol):
     keep-alive connection a timer per request would cost more than the rare early wake-up."""
     _head_bytes = False
     """Bytes of the awaited head have arrived (a 408 is owed, not a silent close)."""
+    _too_large: str | None = None
+    """Set when the head being refused is over the cap: the refusal is a 431 saying this."""
 
     # -- what each implementation says about its parser -------------------------------------
     def _waiting_for_head(self) -> bool:
@@ -160,9 +176,32 @@ class _JsonRefusals(asyncio.Protocol):
         if self.transport.is_closing():
             return
         if self._may_answer():
-            self._write_error(400, "bad_request", BAD_REQUEST_MESSAGE)
+            if self._too_large is not None:
+                self._write_error(431, "request_head_too_large", self._too_large)
+            else:
+                self._write_error(400, "bad_request", BAD_REQUEST_MESSAGE)
         self._abandon_request()
         self.transport.close()
+
+    def _head_cap(self) -> int:
+        config = getattr(self, "config", None)
+        return getattr(config, "h11_max_incomplete_event_size", None) or HEAD_CAP
+
+    def _note_too_large(self, size: int | None, largest: tuple[bytes, int] | None = None) -> None:
+        """Remember that the head being read is over the cap (the next refusal is a 431).
+
+        ``size``: the whole head's bytes (None: it did not finish); ``largest``: the name and
+        bytes of its largest line (an empty name: the request line, for its target).
+        """
+        cap = self._head_cap()
+        what = f"{size} bytes" if size is not None else "not finished"
+        message = f"the request head is over {cap} bytes ({what}"
+        if largest is not None:
+            name, lines = largest
+            part = f"header {name[:64].decode('latin-1').lower()!r}" if name else "the request-target"
+            message += f"; the largest: {part}, {lines} bytes"
+        self._too_large = message + "); the connection is closed"
+        self.logger.warning("request head over %d bytes: 431, connection closed", cap)
 
     def _abandon_request(self) -> None:
         """The request being read will get no other answer (subclasses tell its cycle)."""
@@ -216,8 +255,49 @@ class _JsonRefusals(asyncio.Protocol):
         self.transport.write(_error_bytes(status, kind, message, self.server_state.default_headers, invocation_id))
 
 
+class _HeadRefused(Exception):
+    """Raised in a parser callback to stop httptools at a head over the cap."""
+
+
+class _HeadTooLarge(h11.RemoteProtocolError):
+    """A whole request head over the cap (h11 itself refuses only an incomplete one)."""
+
+
+class _CappedConnection(h11.Connection):
+    """h11's server connection, counting the bytes of each request head it parses."""
+
+    def __init__(self, protocol: JsonH11Protocol, cap: int) -> None:
+        super().__init__(h11.SERVER, cap)
+        self._protocol = protocol
+        self._cap = cap
+
+    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        waiting = self.their_state is h11.IDLE
+        before = len(self._receive_buffer)
+        try:
+            event = super().next_event()
+        except h11.RemoteProtocolError as exc:
+            if waiting and exc.error_status_hint == 431:  # an incomplete head past the buffer
+                self._protocol._note_too_large(None)
+            raise
+        if isinstance(event, h11.Request):
+            size = before - len(self._receive_buffer)
+            if size > self._cap:
+                lines = [
+                    (b"", len(event.target)),
+                    *((name, len(name) + len(value) + 4) for name, value in event.headers),
+                ]
+                self._protocol._note_too_large(size, max(lines, key=lambda line: line[1]))
+                raise _HeadTooLarge("request head too large", error_status_hint=431)
+        return event
+
+
 class JsonH11Protocol(_JsonRefusals, H11Protocol):
-    """uvicorn's h11 protocol with JSON refusals and the head deadline."""
+    """uvicorn's h11 protocol with JSON refusals, the head deadline and the head cap."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.conn = _CappedConnection(self, self._head_cap())
+        super().connection_made(transport)
 
     def _waiting_for_head(self) -> bool:
         # IDLE: the last exchange is over (start_next_cycle ran) and no new Request event came.
@@ -260,6 +340,11 @@ def _httptools_protocol() -> type[_JsonRefusals]:
         _heads_begun = 0
         _head_size = 0
         """Bytes received so far of the head being read (counted a whole chunk at a time)."""
+        _target = 0
+        _header_lines = 0
+        """Bytes of the request-target, and of the header lines, of the head being read."""
+        _largest: tuple[bytes, int] = (b"", 0)
+        """Its largest header line so far: name and bytes (``name: value`` and CRLF)."""
 
         def data_received(self, data: bytes) -> None:
             # h11 refuses a head past its buffer (16 KiB unless configured); httptools buffers
@@ -273,9 +358,8 @@ def _httptools_protocol() -> type[_JsonRefusals]:
                 self._head_size += len(data)
             else:  # the head began in this chunk: all of it, unless a message ended in it first
                 self._head_size = len(data) if idle and self._heads_begun == begun + 1 else 0
-            limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
-            if self._head_size > limit:
-                self.logger.warning("Invalid HTTP request received: a head over %d bytes.", limit)
+            if self._head_size > self._head_cap():
+                self._note_too_large(None)
                 self.send_400_response("head too large")
 
         def _waiting_for_head(self) -> bool:
@@ -314,10 +398,30 @@ def _httptools_protocol() -> type[_JsonRefusals]:
         def on_message_begin(self) -> None:
             self._in_head = True
             self._heads_begun += 1
+            self._target = self._header_lines = 0
+            self._largest = (b"", 0)
             super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._target += len(url)  # the target may come in pieces
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            size = len(name) + len(value) + 4
+            self._header_lines += size
+            if size > self._largest[1]:
+                self._largest = (name, size)
+            super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            # A whole head, however it arrived: the request line (method, target, version, CRLF),
+            # its header lines, the blank line.
+            size = len(self.parser.get_method()) + 13 + self._target + self._header_lines
+            if size > self._head_cap():
+                target = (b"", self._target)
+                self._note_too_large(size, self._largest if self._largest[1] > self._target else target)
+                raise _HeadRefused  # uvicorn answers a parser error with send_400_response
             self._in_body = True
             super().on_headers_complete()
 

@@ -13,6 +13,7 @@ one span per invocation (OpenTelemetry API only).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -25,10 +26,10 @@ from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
 from clrk_runtime.invocation.outcomes import Response, error_response, no_capacity, request_too_large
+from clrk_runtime.launching import landlock
 from clrk_runtime.launching.spawner import Spawner
 from clrk_runtime.protocol.envelope import EnvelopeError, build_envelope
-from clrk_runtime.protocol.headers import INVOCATION_HEADER, TIMEOUT_HEADER
-from clrk_runtime.protocol.ids import given_or_new
+from clrk_runtime.protocol.ids import new_invocation_id
 from clrk_runtime.sandbox.backends import choose_backend
 from clrk_runtime.sandbox.places import owners, running_uids, shared_places
 from clrk_runtime.sandbox.relay import EgressRelay
@@ -36,16 +37,19 @@ from clrk_runtime.sandbox.sandboxes import SandboxKind, SandboxSpec
 from clrk_runtime.sandbox.uids import HostIds
 from clrk_runtime.service.handling import serve_invocation
 from clrk_runtime.service.pool import NoCapacity, PoolStats, SandboxPool
+from clrk_runtime.service.verifying import Refusal, RequestVerifier, read_request_key
 from clrk_runtime.settings import RuntimeSettings
 
-__all__ = ["EVENT_SOURCE", "AgentRuntime", "RuntimeStats"]
+__all__ = ["EVENT_SOURCE", "REPORT_PREFIX", "AgentRuntime", "RuntimeStats", "SandboxReport"]
 
 EVENT_SOURCE = "/clrk/shim"
 """``source`` of the envelope the shim makes for a request that is not a CloudEvent (a direct
 call; what comes through the ingress already is one)."""
-_INVOCATION = INVOCATION_HEADER.lower()
 _log = logging.getLogger(__name__)
-_TIMEOUT = TIMEOUT_HEADER.lower()
+_SCOPES = 6
+"""The Landlock ABI that brought scoped signals."""
+REPORT_PREFIX = "clrk-sandbox "
+"""What starts :meth:`SandboxReport.line` (a fixed prefix, then JSON, up to the end of the line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,42 @@ class RuntimeStats:
     in_flight: int
     ready: bool
     draining: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxReport:
+    """How this shim's sandboxes are confined (see :attr:`AgentRuntime.sandbox_report`).
+
+    The shim logs it once at start as one machine-readable line (:meth:`line`):
+    :data:`REPORT_PREFIX`, then :meth:`details` as compact JSON, e.g.
+    ``clrk-sandbox {"kind":"plain","landlockAbi":7,"kernelLandlockAbi":7,"missing":[]}``. Its log
+    goes to stderr, so the line lands in the pod's log after the logging prefix; the operator reads
+    it there through the API server (:mod:`clrk.cluster.confinement`), which needs no connection to
+    the pod, and puts what is missing on the TaskAgent's status."""
+
+    kind: SandboxKind
+    landlock_abi: int
+    """The Landlock ABI plain sandboxes use (0: none; bubblewrap sandboxes use none, though the
+    spawner scopes its signals whenever the kernel can: see :class:`Spawner`)."""
+    kernel_landlock_abi: int
+    missing: tuple[str, ...]
+    """Pieces of a plain sandbox's confinement this kernel (or ``landlock_abi``) lacks (see
+    :data:`clrk_runtime.launching.landlock.PIECES`); empty for bubblewrap."""
+
+    def details(self) -> dict[str, object]:
+        """The JSON form ``/readyz`` shows."""
+        if self.kind != "plain":
+            return {"kind": self.kind}
+        return {
+            "kind": self.kind,
+            "landlockAbi": self.landlock_abi,
+            "kernelLandlockAbi": self.kernel_landlock_abi,
+            "missing": list(self.missing),
+        }
+
+    def line(self) -> str:
+        """The machine-readable line the shim logs once at start (see the class's docstring)."""
+        return REPORT_PREFIX + json.dumps(self.details(), separators=(",", ":"))
 
 
 class AgentRuntime:
@@ -71,11 +111,19 @@ class AgentRuntime:
         self._ids: HostIds | None = None
         self._root: Path | None = None
         self._token_key: bytes | None = None
+        self._verifier = RequestVerifier(None, settings.agent)  # replaced at start, key read
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._ready = False
         self._draining = False
+        self._sandbox_report: SandboxReport | None = None
+
+    @property
+    def sandbox_report(self) -> SandboxReport | None:
+        """The sandboxes' kind and, for plain ones, the Landlock pieces they go without (None
+        until :meth:`start` picked the backend)."""
+        return self._sandbox_report
 
     @property
     def kind(self) -> SandboxKind:
@@ -109,7 +157,11 @@ class AgentRuntime:
         settings = self.settings
         drop = os.geteuid() == 0
         kind = await asyncio.to_thread(choose_backend, settings, drop)
+        self._sandbox_report = report = _sandbox_report(kind, settings)
         self._token_key = await asyncio.to_thread(settings.token_key)
+        self._verifier = RequestVerifier(
+            await asyncio.to_thread(read_request_key, settings.request_key_file), settings.agent
+        )
         base = settings.temp_root or _default_temp_root()
         self._root = Path(tempfile.mkdtemp(prefix="clrk-shim-", dir=base))
         self._root.chmod(0o711)  # sandboxes reach their own dirs, cannot list the others
@@ -118,7 +170,9 @@ class AgentRuntime:
             relay_socket = self._root / "egress.sock"
             self._relay = EgressRelay(relay_socket, settings.egress_proxy)
             await self._relay.start()
-        self._spawner = Spawner(settings.python)
+        # With scoped signals, sweeping a sandbox's uid never reaches a host process of that uid.
+        scoped = landlock.abi_in_use(settings.landlock_abi, report.kernel_landlock_abi) >= _SCOPES
+        self._spawner = Spawner(settings.python, scope_signals=scoped)
         await self._spawner.start()
         places: tuple[str, ...] = ()
         if drop:
@@ -128,7 +182,17 @@ class AgentRuntime:
             if kind == "plain":  # bubblewrap sandboxes cannot write the host's shared places
                 places = await asyncio.to_thread(shared_places)
                 await self._clean_up_after_the_dead(places)
-        spec = SandboxSpec(kind, settings, self._root, relay_socket, drop, self._spawner, self._ids, places)
+        spec = SandboxSpec(
+            kind,
+            settings,
+            self._root,
+            relay_socket,
+            drop,
+            self._spawner,
+            self._ids,
+            places,
+            landlock_abi=report.landlock_abi,
+        )
         self._pool = SandboxPool(spec)
         await self._pool.start()
         self._ready = True
@@ -176,20 +240,30 @@ class AgentRuntime:
         await self.stop()
 
     async def handle(self, headers: Mapping[str, str], body: bytes) -> Response:
-        """Answer one request: ``headers`` with lower-case names, ``body`` already read."""
-        forwarded = headers.get(_INVOCATION)
-        if self.saturated:  # refuse before any work: under overload, refusals must stay cheap
-            return no_capacity(given_or_new(forwarded))
-        if len(body) > self.settings.stdin_cap:
-            return request_too_large(given_or_new(forwarded), self.settings.stdin_cap)
+        """Answer one request: ``headers`` with lower-case names (one value each, see
+        :func:`~clrk_runtime.protocol.headers.request_headers`), ``body`` already read.
+
+        The invocation id is the ingress's in a request it signed, else minted here
+        (:mod:`~clrk_runtime.service.verifying`); a refused request runs nothing."""
         try:
-            envelope = build_envelope(headers, body, new_id=lambda: given_or_new(forwarded), source=EVENT_SOURCE)
+            admission = self._verifier.admit(headers, body)
+        except Refusal as refusal:
+            _log.warning("refused a request for %s: %s", self.settings.agent, refusal.message)
+            return error_response(refusal.status, refusal.kind, refusal.message, new_invocation_id())
+        invocation_id = admission.invocation_id
+        if self.saturated:  # refuse before any work: under overload, refusals must stay cheap
+            return no_capacity(invocation_id)
+        if len(body) > self.settings.stdin_cap:
+            return request_too_large(invocation_id, self.settings.stdin_cap)
+        try:
+            envelope = build_envelope(headers, body, invocation_id=invocation_id, source=EVENT_SOURCE)
         except EnvelopeError as exc:
-            return error_response(400, exc.kind, exc.message, given_or_new(forwarded))
-        invocation_id = envelope.event_id
+            return error_response(400, exc.kind, exc.message, invocation_id)
         if self._draining or self._pool is None:
             return no_capacity(invocation_id)
-        timeout = self._timeout(headers)
+        timeout = self.settings.timeout
+        if admission.timeout is not None:  # what the ingress says is left (it can only shorten)
+            timeout = min(timeout, admission.timeout)
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -211,18 +285,35 @@ class AgentRuntime:
                 self._idle.set()
         return response
 
-    def _timeout(self, headers: Mapping[str, str]) -> float:
-        """``spec.timeout``, less what the ingress says was already spent upstream."""
-        timeout = self.settings.timeout
-        remaining = headers.get(_TIMEOUT, "")
-        if remaining.strip().isdigit():
-            timeout = min(timeout, int(remaining) / 1000)
-        return timeout
-
     def _started_pool(self) -> SandboxPool:
         if self._pool is None:
             raise RuntimeError("the runtime is not started")
         return self._pool
+
+
+def _sandbox_report(kind: SandboxKind, settings: RuntimeSettings) -> SandboxReport:
+    """What plain sandboxes get here (one system call), logged once as the report line; a
+    warning, once, for what they lack."""
+    kernel = landlock.kernel_abi()
+    if kind != "plain":
+        report = SandboxReport(kind, 0, kernel, ())
+        _log.info("%s", report.line())
+        return report
+    abi = landlock.abi_in_use(settings.landlock_abi, kernel)
+    missing = tuple(landlock.missing(abi))
+    if missing:
+        capped = f", capped by landlock_abi (CLRK_LANDLOCK_ABI={settings.landlock_abi})" if abi < kernel else ""
+        _log.warning(
+            "plain sandboxes run without %s: Landlock ABI %d in use (the kernel offers %d%s); "
+            "no_new_privs and resource limits apply",
+            ", ".join(missing),
+            abi,
+            kernel,
+            capped,
+        )
+    report = SandboxReport(kind, abi, kernel, missing)
+    _log.info("%s", report.line())
+    return report
 
 
 def _default_temp_root() -> Path:

@@ -115,14 +115,14 @@ async def test_trace_is_continued_and_handed_to_the_agent(shim_root: Path) -> No
         settings = settings_for("plain", shim_root, [agent("gate.sh")], egress_proxy=f"127.0.0.1:{port}")
         async with AgentRuntime(settings, tracer_provider=provider) as runtime:
             response = await runtime.handle(
-                {"traceparent": f"00-{trace_id}-{parent_id}-01", "x-clrk-invocation-id": "i-1"},
+                {"traceparent": f"00-{trace_id}-{parent_id}-01"},
                 b"{}",
             )
     (span,) = exporter.get_finished_spans()
     assert f"{span.context.trace_id:032x}" == trace_id
     assert span.parent is not None and f"{span.parent.span_id:016x}" == parent_id
     assert span.attributes is not None
-    assert span.attributes["clrk.invocation.id"] == "i-1"
+    assert span.attributes["clrk.invocation.id"] == response.header("X-Clrk-Invocation-Id")
     assert span.attributes["clrk.exit_code"] == 0
     assert span.attributes["clrk.sandbox.kind"] == "plain"
     own = f"00-{trace_id}-{span.context.span_id:016x}-01"

@@ -115,14 +115,15 @@ async def test_bwrap_reaches_only_the_egress_proxy(shim_root: Path) -> None:
             agent_env={"DIRECT_PORT": str(other_port)},
         )
         async with AgentRuntime(settings) as runtime:
-            response = await runtime.handle({"x-clrk-invocation-id": "inv-9"}, b"{}")
+            response = await runtime.handle({}, b"{}")
     assert response.status == 200, response.body
+    invocation_id = response.header("X-Clrk-Invocation-Id")
     assert b"proxy: pong" in response.body
     assert b"direct: failed" in response.body
     # The gateway sees this invocation's own credentials, signed with the shared key.
     url = urlsplit(received[0])
     assert (url.hostname, url.port) == ("127.0.0.1", 3128)
-    claims = verify(unquote(url.password or ""), b"shared-key", now=time.time(), invocation_id="inv-9")
+    claims = verify(unquote(url.password or ""), b"shared-key", now=time.time(), invocation_id=invocation_id)
     assert claims.agent == "team/bot"
 
 

@@ -26,7 +26,7 @@ async def test_json_body_is_data_and_stdout_is_the_answer(kind: str, shim_root: 
     assert event["id"] == response.headers["x-clrk-invocation-id"]
 
 
-async def test_cloudevents_keep_their_id(kind: str, shim_root: Path) -> None:
+async def test_cloudevents_keep_their_id_and_the_shim_mints_the_invocation_id(kind: str, shim_root: Path) -> None:
     async with serving(settings_for(kind, shim_root, [agent("echo.sh")])) as (client, _):
         binary = await client.post(
             "/",
@@ -44,9 +44,11 @@ async def test_cloudevents_keep_their_id(kind: str, shim_root: Path) -> None:
             content=json.dumps({"specversion": "1.0", "id": "evt-43", "source": "/s", "type": "t", "data": [1]}),
             headers={"content-type": "application/cloudevents+json"},
         )
-    assert binary.headers["x-clrk-invocation-id"] == "evt-42"
+    assert binary.json()["id"] == "evt-42"
+    assert binary.headers["x-clrk-invocation-id"] == binary.json()["clrkinvocationid"] != "evt-42"
     assert base64.b64decode(binary.json()["data_base64"]) == b"plain words"
-    assert structured.headers["x-clrk-invocation-id"] == "evt-43"
+    assert structured.json()["id"] == "evt-43"
+    assert structured.headers["x-clrk-invocation-id"] == structured.json()["clrkinvocationid"] != "evt-43"
     assert structured.json()["data"] == [1]
 
 
@@ -55,13 +57,14 @@ async def test_failure_is_502_and_stderr_goes_to_the_log_only(
 ) -> None:
     caplog.set_level(logging.INFO, logger="clrk_runtime.agent")
     async with serving(settings_for(kind, shim_root, [agent("fail.sh")])) as (client, _):
-        response = await client.post("/", json={}, headers={"x-clrk-invocation-id": "inv-7"})
+        response = await client.post("/", json={})
     assert response.status_code == 502
     error = response.json()["error"]
-    assert (error["type"], error["exitCode"], error["invocationId"]) == ("agent_failed", 3, "inv-7")
+    invocation_id = response.headers["x-clrk-invocation-id"]
+    assert (error["type"], error["exitCode"], error["invocationId"]) == ("agent_failed", 3, invocation_id)
     assert b"partial output" not in response.content
     assert b"went wrong" not in response.content
-    assert "[inv-7] something went wrong" in caplog.messages
+    assert f"[{invocation_id}] something went wrong" in caplog.messages
 
 
 async def test_deadline_is_504(kind: str, shim_root: Path) -> None:

@@ -2,7 +2,10 @@
 /dev/shm): what a sandbox's uid made there is removed as that uid when it closes, before the uid
 serves another sandbox, without following any symlink it planted, and off the event loop.
 
-Root only: without a uid of its own a sandbox's files cannot be told from the shim's."""
+Root only: without a uid of its own a sandbox's files cannot be told from the shim's. Under
+Landlock a plain sandbox cannot write these places at all (test_plain_confinement.py): these
+tests run without it (``landlock_abi`` 0), as on a kernel that lacks it, where the cleaning is
+what keeps sandboxes apart."""
 
 from __future__ import annotations
 
@@ -43,6 +46,15 @@ jq -cn --arg filter "$FAKE_FILTER" '{is_error: false, result: "", structured_out
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes get uids of their own only under root")
 
 PLACES = ("/tmp", "/var/tmp", "/dev/shm")
+WITHOUT_LANDLOCK = {"CLRK_LANDLOCK_ABI": "0"}
+
+
+@pytest.fixture(autouse=True)
+def without_landlock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shim here (the in-process ones read it from the environment) as on a kernel
+    without Landlock."""
+    for name, value in WITHOUT_LANDLOCK.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -68,7 +80,7 @@ async def test_a_scratch_file_in_tmp_does_not_outlive_its_invocation(warm: int, 
     noclobber here) answers every time, not only the first (it was 200, 502, 502)."""
     scratch = f"/tmp/{mark}-scratch"
     argv = ("--sandbox", "plain", "--warm-pool", str(warm), "--", agent("scratch.sh"), scratch)
-    async with shim_process(shim_root, *argv) as shim:
+    async with shim_process(shim_root, *argv, env=WITHOUT_LANDLOCK) as shim:
         port = await shim_port(shim)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             answers = [await client.post("/", json={"n": n}) for n in range(3)]

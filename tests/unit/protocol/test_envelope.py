@@ -16,25 +16,27 @@ BINARY = {"ce-specversion": "1.0", "ce-id": "e", "ce-source": "/s", "ce-type": "
 BINARY_ATTRS = {**BINARY, "content-type": "application/json"}
 
 
-def encode_envelope(headers: dict[str, str], body: bytes, *, new_id: Callable[[], str], now: datetime) -> Envelope:
-    return build_envelope(headers, body, new_id=new_id, source="/clrk/test", now=now)
+def encode_envelope(headers: dict[str, str], body: bytes, *, invocation_id: str, now: datetime) -> Envelope:
+    return build_envelope(headers, body, invocation_id=invocation_id, source="/clrk/test", now=now)
 
 
 def _encode(headers: dict[str, str], body: bytes) -> tuple[str, dict[str, object]]:
-    envelope = encode_envelope(headers, body, new_id=lambda: "new-id", now=NOW)
+    envelope = encode_envelope(headers, body, invocation_id="new-id", now=NOW)
+    assert envelope.invocation_id == "new-id"
     return envelope.event_id, json.loads(envelope.body)
 
 
 def _refused(headers: dict[str, str], body: bytes) -> EnvelopeError:
     with pytest.raises(EnvelopeError) as caught:
-        encode_envelope(headers, body, new_id=lambda: "new-id", now=NOW)
+        encode_envelope(headers, body, invocation_id="new-id", now=NOW)
     return caught.value
 
 
 def test_json_body_becomes_data_exactly() -> None:
     body = b'{"b": 1.50, "a": [1, 2], "s": "\\u00e9"}'
-    invocation_id, event = _encode({"content-type": "application/json"}, body)
-    assert invocation_id == "new-id"
+    event_id, event = _encode({"content-type": "application/json"}, body)
+    assert event_id == "new-id"
+    assert event["clrkinvocationid"] == "new-id"
     assert event["specversion"] == "1.0"
     assert event["id"] == "new-id"
     assert event["type"] == EVENT_TYPE
@@ -42,18 +44,36 @@ def test_json_body_becomes_data_exactly() -> None:
     assert event["source"] == "/clrk/test"
     assert event["datacontenttype"] == "application/json"
     assert event["data"] == json.loads(body)
-    raw = encode_envelope({}, body, new_id=lambda: "x", now=NOW).body
+    raw = encode_envelope({}, body, invocation_id="x", now=NOW).body
     assert body in raw  # byte for byte, not re-serialised
 
 
-def test_a_wrapped_request_is_named_by_new_id_only() -> None:
-    calls = []
-    envelope = build_envelope({}, b"{}", new_id=lambda: calls.append(1) or "minted", source="/s")
-    assert envelope.wrapped and envelope.event_id == json.loads(envelope.body)["id"] == "minted"
-    build_envelope(
-        {**BINARY, "content-type": "application/json"}, b"{}", new_id=lambda: calls.append(1) or "x", source="/s"
-    )
-    assert calls == [1], "a CloudEvent keeps its own id: new_id is not called"
+def test_a_wrapped_request_is_named_by_the_invocation_id() -> None:
+    envelope = build_envelope({}, b"{}", invocation_id="minted", source="/s")
+    event = json.loads(envelope.body)
+    assert envelope.wrapped and envelope.event_id == event["id"] == event["clrkinvocationid"] == "minted"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({**BINARY_ATTRS, "ce-clrkinvocationid": "someone-elses"}, b"{}"),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "id": "e", "source": "/s", "type": "t", "clrkinvocationid": "someone-elses"}',
+        ),
+    ],
+    ids=["binary", "structured"],
+)
+def test_a_cloudevent_keeps_its_id_and_is_named_by_the_platforms_invocation_id(
+    headers: dict[str, str], body: bytes
+) -> None:
+    """The caller's id travels; the invocation id is the one given, whatever the event said."""
+    envelope = build_envelope(headers, body, invocation_id="minted", source="/s")
+    event = json.loads(envelope.body)
+    assert (envelope.event_id, event["id"]) == ("e", "e")
+    assert envelope.invocation_id == event["clrkinvocationid"] == "minted"
+    assert not envelope.wrapped
 
 
 def test_non_json_body_travels_as_base64() -> None:
@@ -87,15 +107,15 @@ def test_binary_cloudevent_keeps_its_id_and_attributes() -> None:
         "ce-type": "order.created",
         "content-type": "application/json",
     }
-    invocation_id, event = _encode(headers, b'{"order": 7}')
-    assert invocation_id == "evt-1"
+    event_id, event = _encode(headers, b'{"order": 7}')
+    assert event_id == "evt-1"
     assert (event["source"], event["type"], event["data"]) == ("/orders", "order.created", {"order": 7})
 
 
 def test_structured_cloudevent_passes_through() -> None:
     body = {"specversion": "1.0", "id": "evt-2", "source": "s", "type": "t", "data": {"k": "v"}}
-    invocation_id, event = _encode({"content-type": "application/cloudevents+json"}, json.dumps(body).encode())
-    assert invocation_id == "evt-2"
+    event_id, event = _encode({"content-type": "application/cloudevents+json"}, json.dumps(body).encode())
+    assert event_id == "evt-2"
     assert event["data"] == {"k": "v"}
 
 
@@ -159,7 +179,7 @@ MODES: list[Mode] = [_plain, _binary, _binary_without_content_type, _structured]
 @pytest.mark.parametrize("raw", JSON_BODIES, ids=lambda raw: raw.decode())
 def test_json_data_is_exactly_the_callers_value_in_every_mode(mode: Mode, raw: bytes) -> None:
     headers, body = mode(raw)
-    envelope = encode_envelope(headers, body, new_id=lambda: "new-id", now=NOW)
+    envelope = encode_envelope(headers, body, invocation_id="new-id", now=NOW)
     event = json.loads(envelope.body)
     value = json.loads(raw)
     assert "data" in event and "data_base64" not in event
@@ -187,10 +207,11 @@ def test_what_only_python_reads_as_json_is_refused(mode: Mode, raw: bytes) -> No
 
 def test_the_envelope_is_the_same_whoever_builds_it() -> None:
     """The ingress's envelope, sent on to the shim, passes through it byte for byte."""
-    first = build_envelope({"content-type": "application/json"}, b' {"q": [1, ""]} ', new_id=lambda: "i-1", source="/a")
-    again = build_envelope(STRUCTURED, first.body, new_id=lambda: "unused", source="/b")
+    wrapped = {"content-type": "application/json"}
+    first = build_envelope(wrapped, b' {"q": [1, ""]} ', invocation_id="i-1", source="/a")
+    again = build_envelope(STRUCTURED, first.body, invocation_id="i-1", source="/b")
     assert (again.event_id, again.wrapped) == ("i-1", False)
-    assert json.loads(again.body) == json.loads(first.body)
+    assert again.body == first.body
     assert again.body.endswith(b'"data": {"q": [1, ""]}}')
 
 
@@ -225,13 +246,13 @@ def test_structured_data_is_found_among_nested_and_repeated_members() -> None:
 
 def test_structured_content_type_is_case_insensitive() -> None:
     body = b'{"specversion": "1.0", "id": "e", "source": "/s", "type": "t", "data": ""}'
-    invocation_id, event = _encode({"content-type": "Application/CloudEvents+JSON; charset=UTF-8"}, body)
-    assert invocation_id == "e"
+    event_id, event = _encode({"content-type": "Application/CloudEvents+JSON; charset=UTF-8"}, body)
+    assert event_id == "e"
     assert event["data"] == ""
 
 
 def test_ce_headers_with_a_structured_content_type_read_the_body_as_the_event() -> None:
     body = b'{"specversion": "1.0", "id": "from-body", "source": "/s", "type": "t", "data": false}'
-    invocation_id, event = _encode({**BINARY, "content-type": "application/cloudevents+json"}, body)
-    assert invocation_id == event["id"] == "from-body"
+    event_id, event = _encode({**BINARY, "content-type": "application/cloudevents+json"}, body)
+    assert event_id == event["id"] == "from-body"
     assert event["data"] is False

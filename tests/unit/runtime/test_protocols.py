@@ -124,11 +124,12 @@ def test_what_http_cannot_frame_gets_a_json_400(shim: Shim, data: bytes) -> None
     assert closed
 
 
-def test_a_head_over_16_KiB_gets_a_json_400(shim: Shim) -> None:
-    """h11 caps a head at its buffer (16 KiB); with httptools the protocol class caps it the same."""
+def test_a_head_over_16_KiB_gets_a_json_431(shim: Shim) -> None:
+    """h11 caps a head at its buffer (16 KiB); with httptools the protocol class caps it the same
+    (a head over the cap in one read: tests/unit/runtime/test_head_cap.py)."""
     head = b"POST / HTTP/1.1\r\nHost: shim\r\nX-Big: " + b"a" * 10_000
     answers, closed, seconds = _exchange(shim, head, b"a" * 10_000)
-    assert [(a.status, a.error()["type"]) for a in answers] == [(400, "bad_request")]
+    assert [(a.status, a.error()["type"]) for a in answers] == [(431, "request_head_too_large")]
     assert closed and seconds < HEAD_TIMEOUT, "refused at once, not at the head timeout"
 
 
