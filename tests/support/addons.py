@@ -31,7 +31,7 @@ from clrk.egress.identity import CLAIMS
 from clrk.egress.messages import parse_request
 from clrk.egress.usage import CALL, ModelCall
 from clrk_runtime.protocol.tokens import ProxyClaims, sign
-from tests.support.egress import AGENT, TOKEN_KEY, TRACEPARENT
+from tests.support.egress import AGENT, TRACEPARENT, shim_key
 
 with warnings.catch_warnings():
     # taddons imports mitmproxy.addons, whose ldap3 import warns (see clrk.egress._mitm).
@@ -94,7 +94,7 @@ def claims(invocation_id: str = "inv-1", agent: str = AGENT, ttl: float = 300.0)
 
 def proxy_authorization(invocation_id: str = "inv-1", agent: str = AGENT, ttl: float = 300.0) -> str:
     """A ``Proxy-Authorization`` value as the shim's HTTPS_PROXY makes clients send it."""
-    token = sign(claims(invocation_id, agent, ttl), TOKEN_KEY)
+    token = sign(claims(invocation_id, agent, ttl), shim_key(agent))
     return "Basic " + base64.b64encode(f"{invocation_id}:{token}".encode()).decode()
 
 
@@ -148,7 +148,10 @@ def request_flow(
         headers=_headers(all_headers),
         content=body,
     )
-    return tflow.tflow(client_conn=client or tflow.tclient_conn(), req=request)
+    if client is None:
+        client = tflow.tclient_conn()
+        client.sni = host if scheme == "https" else None  # the name the agent's TLS client sent
+    return tflow.tflow(client_conn=client, req=request)
 
 
 def messages_flow(

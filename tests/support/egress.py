@@ -33,15 +33,33 @@ from clrk.egress.ca import CA_BASENAME, ensure_ca
 from clrk.egress.gateway import EgressGateway
 from clrk.egress.secrets import StaticSecrets
 from clrk.egress.settings import EgressSettings
+from clrk_runtime.protocol.keys import namespace_key, namespace_of
 from clrk_runtime.protocol.tokens import ProxyClaims, sign
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.tlsca import TestCA
 
-__all__ = ["AGENT", "TOKEN_KEY", "TRACEPARENT", "Egress", "GatewayCA", "build_gateway", "make_config"]
+__all__ = [
+    "AGENT",
+    "TOKEN_KEY",
+    "TRACEPARENT",
+    "Egress",
+    "GatewayCA",
+    "build_gateway",
+    "make_config",
+    "shim_key",
+]
 
 AGENT = "default/bot"
 """The agent with an injection and a budget; ``default/other`` may reach only example.org."""
 TOKEN_KEY = b"egress-test-shared-key"
+"""The platform key the test gateways hold; shims sign with :func:`shim_key` of it."""
+
+
+def shim_key(agent: str = AGENT) -> bytes:
+    """The key a shim of ``agent``'s namespace signs proxy tokens with (derived from TOKEN_KEY)."""
+    return namespace_key(TOKEN_KEY, "proxy-token", namespace_of(agent))
+
+
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
@@ -105,7 +123,7 @@ class Egress:
 
     def token(self, invocation_id: str = "inv-1", agent: str = AGENT, ttl: float = 300.0) -> str:
         claims = ProxyClaims(invocation_id, agent, time.time() + ttl, TRACEPARENT)
-        return sign(claims, TOKEN_KEY)
+        return sign(claims, shim_key(agent))
 
     def proxy_url(self, invocation_id: str = "inv-1", agent: str = AGENT, ttl: float = 300.0) -> str:
         return f"http://{invocation_id}:{self.token(invocation_id, agent, ttl)}@127.0.0.1:{self.port}"

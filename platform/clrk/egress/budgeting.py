@@ -2,7 +2,9 @@
 
 An addon after accounting: it reserves the call's estimate in the :class:`BudgetStore` (or
 answers a 429 shaped like Anthropic's ``rate_limit_error``, with ``retry-after``), and settles the
-reservation to the real usage when the response (or the error) ends.
+reservation to the real usage when the response (or the error) ends: to nothing when the
+request never reached the upstream (:func:`reached_upstream`), to the reservation when a response
+was cut short (the upstream may have charged for it).
 """
 
 from __future__ import annotations
@@ -18,11 +20,23 @@ from clrk.egress.budgets import BudgetExhausted, BudgetStore, Reservation, estim
 from clrk.egress.denials import budget_exceeded
 from clrk.egress.usage import CALL, ModelCall
 
-__all__ = ["BudgetGuard", "settled_tokens"]
+__all__ = ["BudgetGuard", "reached_upstream", "settled_tokens"]
 
 log = logging.getLogger(__name__)
 
 _RESERVATION = "clrk.reservation"
+
+
+def reached_upstream(flow: http.HTTPFlow) -> bool:
+    """Whether the request may have reached the upstream: False when the connection to it never
+    got as far as carrying a byte (refused, unresolvable, a certificate that failed verification),
+    so that a call that cannot have cost anything releases its reservation."""
+    if flow.response is not None:
+        return True
+    server = flow.server_conn
+    if flow.request.scheme == "https":
+        return bool(server.tls_established)
+    return server.timestamp_tcp_setup is not None
 
 
 def settled_tokens(call: ModelCall, reserved: int) -> int:
@@ -73,4 +87,5 @@ class BudgetGuard:
         call: ModelCall | None = flow.metadata.get(CALL)
         if reservation is None or call is None:
             return
-        await self.store.settle(reservation, settled_tokens(call, reservation.tokens))
+        tokens = settled_tokens(call, reservation.tokens) if reached_upstream(flow) else 0
+        await self.store.settle(reservation, tokens)

@@ -2,7 +2,13 @@
 
 A call first *reserves* an estimate (the request's ``max_tokens`` plus its body bytes / 4), which
 fails when the window's total would pass the ceiling; after the response it is *settled* to the
-real usage. Reserving is atomic, so concurrent calls cannot overshoot together.
+real usage. Reserving is atomic (one SQLite write transaction, one Redis script), so concurrent
+calls cannot overshoot together: twelve calls at once of 5k tokens each against 20k admit three.
+The estimate takes the output the call may write and about four bytes of body per input token
+(what prose and code average); model hosts must be sent bodies unencoded (:mod:`clrk.egress.paths`
+answers 415 otherwise), so it reads what the upstream reads. A denser body (a token is at least
+one byte) and tokens the upstream adds that no body shows (a server tool's fetched results) are
+counted when the call settles: by that much per call in flight can a window pass its ceiling.
 
 The window rolls in :data:`BUCKETS` buckets (a one-hour window counts by the minute): a bucket
 counts until its whole span has left the window, so the total is never under the truth, and the
@@ -17,7 +23,9 @@ the gateway shares with everything else ``clrk dev`` serves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -125,11 +133,22 @@ class SqliteBudgets:
         await store._run(lambda db: None)
         return store
 
+    def _files(self) -> tuple[Path, ...]:
+        """The database and the files SQLite keeps beside it in WAL mode."""
+        return (self._path, *(self._path.with_name(self._path.name + suffix) for suffix in ("-wal", "-shm")))
+
     def _connect(self) -> sqlite3.Connection:
+        """Open the database with every file of it readable by the owner only.
+
+        The file is created 0600 before SQLite opens it (SQLite gives ``-wal`` and ``-shm`` the
+        mode of the database file), and each file is set to 0600 once the database is in WAL
+        mode, so that files left by an earlier start with a wider mode are narrowed too. Never
+        the process umask: the process serves other things on other threads.
+        """
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         db = sqlite3.connect(self._path, isolation_level=None)
         try:
-            self._path.chmod(0o600)
             db.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -137,6 +156,9 @@ class SqliteBudgets:
                 "CREATE TABLE IF NOT EXISTS buckets (agent TEXT NOT NULL, start REAL NOT NULL,"
                 " tokens INTEGER NOT NULL, PRIMARY KEY (agent, start)) WITHOUT ROWID"
             )
+            for file in self._files():
+                with contextlib.suppress(FileNotFoundError):
+                    file.chmod(0o600)
         except BaseException:
             db.close()
             raise

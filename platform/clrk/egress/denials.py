@@ -16,7 +16,15 @@ from mitmproxy import http
 
 from clrk_runtime.protocol.errors import error_document
 
-__all__ = ["REALM", "budget_exceeded", "forbidden", "proxy_auth_required"]
+__all__ = [
+    "REALM",
+    "budget_exceeded",
+    "forbidden",
+    "path_forbidden",
+    "proxy_auth_required",
+    "unresolvable",
+    "unsupported_encoding",
+]
 
 REALM = "clrk-egress"
 _SHORT_WAIT_S = 60
@@ -43,6 +51,27 @@ def forbidden(host: str, agent: str, reason: str, invocation_id: str = "") -> ht
     """403 naming the host and the agent, for CONNECT and plain HTTP alike."""
     message = f"egress to {host} is not allowed for agent {agent or '?'}: {reason}"
     return _json(403, error_document("egress_denied", message, invocation_id, host=host, agent=agent))
+
+
+def unresolvable(host: str, agent: str, reason: str, invocation_id: str = "") -> http.Response:
+    """502: an allowed name the gateway cannot resolve (so cannot check where it leads)."""
+    message = f"egress to {host} failed for agent {agent or '?'}: {reason}"
+    return _json(502, error_document("egress_unresolvable", message, invocation_id, host=host, agent=agent))
+
+
+def path_forbidden(host: str, agent: str, path: str, reason: str, invocation_id: str = "") -> http.Response:
+    """403 naming the path a model host may not be sent (a route clrk does not account)."""
+    message = f"egress to {host}{path} is not allowed for agent {agent or '?'}: {reason}"
+    return _json(403, error_document("egress_denied", message, invocation_id, host=host, agent=agent, path=path))
+
+
+def unsupported_encoding(host: str, encoding: str, invocation_id: str = "") -> http.Response:
+    """415: a model call's body must be readable as sent, for its budget estimate."""
+    message = (
+        f"Content-Encoding {encoding!r} is not accepted on model calls to {host}: "
+        "send the body unencoded (the gateway reads it to reserve the call's budget)"
+    )
+    return _json(415, error_document("unsupported_content_encoding", message, invocation_id, host=host))
 
 
 def budget_exceeded(agent: str, retry_after_s: float) -> http.Response:

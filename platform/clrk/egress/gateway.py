@@ -10,7 +10,8 @@
     await gateway.stop()
 
 The addon chain, in order (each one concern, in the shape of mitmproxy's own addons):
-identity → allow-list → accounting → budget → tracing → injection, plus the upstream seam.
+identity → allow-list → pinning → model paths → accounting → budget → tracing → injection, plus
+the upstream seam, and the upstream names (:mod:`clrk.egress.pinning`) ahead of mitmproxy's TLS.
 mitmproxy keeps process-wide state (``mitmproxy.ctx``), so run one gateway per process.
 
 Nothing here blocks the event loop it shares with ``clrk dev``'s other servers: the budget store
@@ -38,6 +39,8 @@ from clrk.egress.budgets import BudgetStore, SqliteBudgets
 from clrk.egress.ca import CaFiles, ensure_ca, write_trust_bundle
 from clrk.egress.identity import ProxyIdentity
 from clrk.egress.injection import CredentialInjector
+from clrk.egress.paths import ModelPaths
+from clrk.egress.pinning import TunnelPinning, UpstreamNames
 from clrk.egress.secrets import SecretSource
 from clrk.egress.settings import EgressSettings
 from clrk.egress.tracing import ModelCallTracer
@@ -110,8 +113,10 @@ class EgressGateway:
         tracer_provider: trace.TracerProvider | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``token_key`` defaults to the settings' (``CLRK_EGRESS_TOKEN_KEY[_FILE]``);
-        ``budgets`` to Redis when ``egress_redis_url`` is set, else SQLite under the state dir."""
+        """``token_key`` is the platform key (proxy tokens are checked with the key derived from it
+        for their namespace), by default the settings' (``CLRK_EGRESS_TOKEN_KEY[_FILE]``);
+        ``budgets`` defaults to Redis when ``egress_redis_url`` is set, else SQLite under the
+        state dir."""
         self.settings = settings
         self.usage = usage or UsageStore()
         self._given_budgets = budgets
@@ -177,14 +182,17 @@ class EgressGateway:
         legacy: Any = getattr(m, "_legacy_log_events", None)
         if legacy is not None:
             legacy.uninstall()
-        allow = AllowList(self._config)
+        allow = AllowList(self._config, dialled=upstreams.keys())
         guard = BudgetGuard(self._config, budgets, clock=self._clock)
         injector = CredentialInjector(self._config, self._secrets)
-        self._configured = (allow, guard, injector)
+        paths = ModelPaths(self._config)
+        self._configured = (allow, paths, guard, injector)
         chain = (
             UpstreamRedirect(upstreams),
             self.identity,
             allow,
+            TunnelPinning(),
+            paths,
             Accounting(self.usage, clock=self._clock),
             guard,
             ModelCallTracer(self._tracer_provider),
@@ -192,7 +200,8 @@ class EgressGateway:
         )
         manager: Any = m.addons
         ps = self._proxyserver = _Proxyserver()
-        manager.add(ps, next_layer.NextLayer(), tlsconfig.TlsConfig(), ready, *chain)
+        # UpstreamNames before TlsConfig: the upstream's SNI is set before TlsConfig reads it.
+        manager.add(ps, next_layer.NextLayer(), UpstreamNames(), tlsconfig.TlsConfig(), ready, *chain)
         # Options of addons exist only once the addons are loaded. Lazy: nothing reaches an
         # upstream before the request hooks (allow-list, budget) have passed it.
         loaded: Any = m.options

@@ -3,7 +3,10 @@
 An addon in the shape of mitmproxy's ``proxyauth``: a CONNECT is authenticated once and the
 tunnel remembers its :class:`~clrk_runtime.protocol.tokens.ProxyClaims`; a plain HTTP proxy request
 is authenticated on its own. Missing, unknown, badly signed or expired credentials get a 407 with
-``Proxy-Authenticate``. A token dies with its invocation: its expiry, plus :meth:`revoke` for
+``Proxy-Authenticate``. The gateway holds the platform key; a token is checked with the key of the
+namespace of the agent it names (:func:`~clrk_runtime.protocol.keys.namespace_key`, purpose
+``proxy-token``), the key that namespace's shims sign with, so a token signed with one namespace's
+key is refused for an agent of another. A token dies with its invocation: its expiry, plus :meth:`revoke` for
 invocations that end early (checked on every request, tunnels included). A revoked id is kept
 only until the token it revokes would have expired anyway (:mod:`clrk.egress.revocations`), so
 the set stays as small as the invocations of the last ~11 minutes, whatever the uptime.
@@ -24,7 +27,8 @@ from mitmproxy import connection, http
 
 from clrk.egress.denials import forbidden, proxy_auth_required
 from clrk.egress.revocations import Revocations
-from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, verify
+from clrk_runtime.protocol.keys import namespace_key, namespace_of
+from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, claimed_agent, verify
 
 __all__ = ["CLAIMS", "CLOCK_SLACK_S", "MAX_TOKEN_LIFETIME_S", "ProxyIdentity", "parse_proxy_authorization"]
 
@@ -66,6 +70,8 @@ class ProxyIdentity:
         max_token_lifetime_s: float = MAX_TOKEN_LIFETIME_S,
         clock_slack_s: float = CLOCK_SLACK_S,
     ) -> None:
+        """``key`` is the platform key (``CLRK_EGRESS_TOKEN_KEY[_FILE]``), never used as is:
+        each token is verified with the key derived from it for the token's namespace."""
         self._key = key
         self._clock = clock
         self._max_token_lifetime_s = max_token_lifetime_s
@@ -99,7 +105,13 @@ class ProxyIdentity:
         if creds is None:
             raise InvalidToken("missing proxy credentials" if not header else "malformed credentials")
         user, token = creds
-        claims = verify(token, self._key, now=self._clock(), invocation_id=user)
+        agent = claimed_agent(token)  # untrusted: it only picks the key to verify with
+        try:
+            namespace = namespace_of(agent)
+        except ValueError:
+            raise InvalidToken("malformed claims: the agent is not namespace/name") from None
+        key = namespace_key(self._key, "proxy-token", namespace)
+        claims = verify(token, key, now=self._clock(), invocation_id=user)
         if self.is_revoked(claims.invocation_id):
             raise InvalidToken("invocation ended")
         return claims

@@ -3,9 +3,11 @@
 An addon in the shape of mitmproxy's ``upstream_auth``. For a host with an :class:`Injection`
 that names the calling agent, and only when the request goes out over TLS that mitmproxy verifies
 (``https`` and ``ssl_insecure`` off, so a bad upstream certificate aborts before any byte is
-sent), it removes every credential header the agent sent and sets the policy's header from the
-secret. The value is never logged; a missing secret gets a 403 that names the secret, not a
-request without a key.
+sent) as the policy's host (:mod:`clrk.egress.pinning`: the upstream SNI is the host dialled, and
+a request whose SNI, Host or request-target names another host is refused before this; the
+injector checks the three again itself), it removes every credential header the agent sent and
+sets the policy's header from the secret. The value is never logged; a missing secret gets a 403
+that names the secret, not a request without a key.
 
 The choice of injection is the pure :func:`injection_for`.
 """
@@ -19,6 +21,7 @@ from mitmproxy import ctx, http
 from clrk.api.egress import EgressConfig, Injection
 from clrk.egress.denials import forbidden
 from clrk.egress.identity import CLAIMS
+from clrk.egress.pinning import disagreement
 from clrk.egress.secrets import SecretSource
 
 __all__ = ["CREDENTIAL_HEADERS", "CredentialInjector", "injection_for"]
@@ -61,6 +64,12 @@ class CredentialInjector:
                 flow.request.pretty_host,
                 claims.agent,
             )
+            return
+        target = (injection.host.lower().rstrip("."), flow.request.port)
+        sni = flow.client_conn.sni if flow.client_conn.tls_established else None
+        reason = disagreement(target, sni=sni, host_header=flow.request.host_header, authority=flow.request.authority)
+        if reason is not None:
+            log.warning("egress: not injecting into %s for %s: %s", flow.request.pretty_host, claims.agent, reason)
             return
         value = self._secrets.get(injection.secret)
         if value is None:

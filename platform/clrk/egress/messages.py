@@ -35,8 +35,12 @@ _USAGE_FIELDS = (
 
 
 def is_messages_call(method: str, path: str) -> bool:
-    """True for a model call: ``POST /v1/messages`` (any query), not ``count_tokens``."""
-    return method == "POST" and path.partition("?")[0].rstrip("/") == "/v1/messages"
+    """True for a model call: ``POST /v1/messages`` (any query), not ``count_tokens``.
+
+    The path must be exactly that: on model hosts :mod:`clrk.egress.paths` refuses every other
+    spelling before this is asked, so nothing the upstream routes to a model goes unaccounted.
+    """
+    return method == "POST" and path.partition("?")[0] == "/v1/messages"
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,9 @@ class EgressSettings(BaseSettings):
     egress_config_file: Path | None = None
     """JSON :class:`~clrk.api.egress.EgressConfig` for standalone ``clrk egress``."""
     egress_token_key: SecretStr | None = None
-    """Shared key the shim signs proxy tokens with (or ``egress_token_key_file``)."""
+    """The platform key (or ``egress_token_key_file``). Shims never hold it: each signs proxy
+    tokens with its namespace's key derived from it (``namespace_key(key, "proxy-token", ns)``),
+    and the gateway checks each token with the key of the namespace the token names."""
     egress_token_key_file: Path | None = None
     egress_secrets_dir: Path | None = None
     """Cluster mode: mounted Secrets as ``<dir>/<secret name>/<key>`` files."""
@@ -66,17 +68,21 @@ class EgressSettings(BaseSettings):
         return parse_upstreams(self.egress_upstreams)
 
     def token_key(self) -> bytes:
-        """The shared proxy-token key; read here, at the edge."""
+        """The platform key proxy-token keys are derived from; read here, at the edge."""
         if self.egress_token_key is not None:
-            return self.egress_token_key.get_secret_value().encode()
-        if self.egress_token_key_file is not None:
+            key = self.egress_token_key.get_secret_value().encode().strip()
+        elif self.egress_token_key_file is not None:
             try:
-                return self.egress_token_key_file.read_bytes().strip()
+                key = self.egress_token_key_file.read_bytes().strip()
             except OSError as exc:
                 raise EgressPolicyError(
                     f"cannot read the token key file {self.egress_token_key_file}: {exc.strerror}"
                 ) from None
-        raise EgressPolicyError("no proxy token key: set CLRK_EGRESS_TOKEN_KEY or CLRK_EGRESS_TOKEN_KEY_FILE")
+        else:
+            raise EgressPolicyError("no proxy token key: set CLRK_EGRESS_TOKEN_KEY or CLRK_EGRESS_TOKEN_KEY_FILE")
+        if not key:
+            raise EgressPolicyError("the proxy token key is empty: CLRK_EGRESS_TOKEN_KEY or CLRK_EGRESS_TOKEN_KEY_FILE")
+        return key
 
 
 def parse_hostport(text: str, what: str) -> Address:

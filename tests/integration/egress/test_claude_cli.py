@@ -118,7 +118,9 @@ async def test_claude_cli_stopped_by_the_budget(egress: Egress, tmp_path: Path) 
     assert len(egress.fake.messages_requests()) == 2
 
 
-async def test_claude_cli_nonessential_traffic_is_refused_fast(egress: Egress, tmp_path: Path) -> None:
+async def test_claude_cli_nonessential_traffic_is_refused_fast(
+    egress: Egress, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Without DISABLE_NONESSENTIAL_TRAFFIC the CLI makes more calls; none may stall it."""
     egress.fake.behaviour.structured_output = {"answer": "x"}
     started = asyncio.get_running_loop().time()
@@ -127,4 +129,7 @@ async def test_claude_cli_nonessential_traffic_is_refused_fast(egress: Egress, t
     assert code == 0, (out, err)
     assert json.loads(out)["structured_output"] == {"answer": "x"}
     assert elapsed < 4.0
-    assert {r.path for r in egress.fake.requests} > {"/v1/messages"}  # other paths answered too
+    # its other calls (settings, event logging …) got the gateway's 403 at once, and never the key
+    assert {r.path for r in egress.fake.requests} == {"/v1/messages"}
+    refused = [r.getMessage() for r in caplog.records if r.name == "clrk.egress.paths"]
+    assert any("/api/" in message for message in refused), refused

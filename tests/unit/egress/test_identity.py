@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
+import pytest
+
 from clrk.egress.identity import CLAIMS, ProxyIdentity
+from clrk_runtime.protocol.keys import namespace_key
+from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, claimed_agent, sign
 from tests.support.addons import addon_context, connect_flow, play, proxy_authorization, request_flow
 from tests.support.egress import AGENT, TOKEN_KEY
 
@@ -78,3 +83,49 @@ async def test_a_revoked_invocation_loses_its_open_tunnel_and_cannot_open_anothe
     assert "invocation ended" in error_of(inside)["message"]
     assert again.response is not None and again.response.status_code == 407
     assert error_of(again)["message"] == "invocation ended"
+
+
+async def test_a_token_signed_with_one_namespaces_key_is_refused_for_an_agent_of_another() -> None:
+    # Whoever reads namespace a's Secret holds a's proxy-token key; with it they mint a token that
+    # names b/x, an agent of namespace b.
+    a_key = namespace_key(TOKEN_KEY, "proxy-token", "a")
+    forged_token = sign(ProxyClaims("inv-9", "b/x", time.time() + 300), a_key)
+    forged = "Basic " + base64.b64encode(f"inv-9:{forged_token}".encode()).decode()
+    own_token = sign(ProxyClaims("inv-8", "a/x", time.time() + 300), a_key)
+    own = "Basic " + base64.b64encode(f"inv-8:{own_token}".encode()).decode()
+    async with addon_context(ProxyIdentity(TOKEN_KEY)) as tctx:
+        cross = connect_flow("api.anthropic.com", authorization=forged)
+        home = connect_flow("api.anthropic.com", authorization=own)
+        await play(tctx, "http_connect", cross)
+        await play(tctx, "http_connect", home)
+    assert cross.response is not None and cross.response.status_code == 407
+    assert error_of(cross)["message"] == "bad signature"
+    assert CLAIMS not in cross.metadata
+    assert home.response is None and home.metadata[CLAIMS].agent == "a/x"
+
+
+async def test_the_platform_key_itself_signs_nothing_the_gateway_accepts() -> None:
+    token = sign(ProxyClaims("inv-1", AGENT, time.time() + 300), TOKEN_KEY)
+    authorization = "Basic " + base64.b64encode(f"inv-1:{token}".encode()).decode()
+    async with addon_context(ProxyIdentity(TOKEN_KEY)) as tctx:
+        flow = connect_flow("api.anthropic.com", authorization=authorization)
+        await play(tctx, "http_connect", flow)
+    assert flow.response is not None and flow.response.status_code == 407
+
+
+async def test_a_token_whose_agent_has_no_namespace_gets_a_407_saying_so() -> None:
+    token = sign(ProxyClaims("inv-1", "bot", time.time() + 300), TOKEN_KEY)
+    authorization = "Basic " + base64.b64encode(f"inv-1:{token}".encode()).decode()
+    async with addon_context(ProxyIdentity(TOKEN_KEY)) as tctx:
+        flow = connect_flow("api.anthropic.com", authorization=authorization)
+        await play(tctx, "http_connect", flow)
+    assert flow.response is not None and flow.response.status_code == 407
+    assert "namespace/name" in error_of(flow)["message"]
+
+
+def test_the_claimed_agent_is_read_before_verifying_and_proves_nothing() -> None:
+    token = sign(ProxyClaims("inv-1", "a/x", time.time() + 300), b"any key at all")
+    assert claimed_agent(token) == "a/x"  # readable with no key: only says which key to verify with
+    for malformed in ("", "no-separator", ".mac", "!!!.mac", base64.urlsafe_b64encode(b'{"a": 3}').decode() + ".m"):
+        with pytest.raises(InvalidToken):
+            claimed_agent(malformed)

@@ -79,3 +79,16 @@ async def test_a_missing_secret_gets_a_403_naming_it_not_a_request_without_a_key
     error = json.loads(flow.response.content or b"")["error"]
     assert error["message"].endswith("secret anthropic/api-key is not available")
     assert error["invocationId"] == "inv-5"
+
+
+async def test_no_key_when_the_sni_or_the_request_target_names_another_host() -> None:
+    async with addon_context(CredentialInjector(make_config(), SECRETS)) as tctx:
+        other_sni = identified(messages_flow(headers=AGENT_HEADERS))
+        other_sni.client_conn.sni = "evil.test"
+        other_target = identified(messages_flow(headers=AGENT_HEADERS))
+        other_target.request.authority = "evil.example"
+        for flow in (other_sni, other_target):
+            await play(tctx, "request", flow)
+    for flow in (other_sni, other_target):
+        assert "x-api-key" not in flow.request.headers
+        assert REAL_KEY not in str(flow.request.headers)

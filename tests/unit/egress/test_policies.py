@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from clrk.api.egress import EgressConfig, Injection, SecretRef
 from clrk.egress.allowlist import check_destination, host_header_matches, is_internal_host
@@ -125,3 +126,11 @@ def test_bad_upstream_spec() -> None:
         parse_upstreams(["api.anthropic.com:443"])
     with pytest.raises(EgressPolicyError, match="HOST:PORT"):
         parse_upstreams(["api.anthropic.com=127.0.0.1:1"])
+
+
+def test_an_empty_platform_key_is_refused_at_the_edge(tmp_path: Path) -> None:
+    empty = tmp_path / "key"
+    empty.write_text("\n")
+    with pytest.raises(EgressPolicyError, match="the proxy token key is empty"):
+        EgressSettings(egress_token_key_file=empty).token_key()
+    assert EgressSettings(egress_token_key=SecretStr(" k \n")).token_key() == b"k"

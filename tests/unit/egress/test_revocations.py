@@ -11,6 +11,7 @@ import pytest
 from clrk.api.taskagent import MAX_TIMEOUT
 from clrk.egress.identity import CLOCK_SLACK_S, MAX_TOKEN_LIFETIME_S, ProxyIdentity
 from clrk.egress.revocations import Revocations
+from clrk_runtime.protocol.keys import namespace_key
 from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, sign
 
 KEY = b"test-key"
@@ -26,7 +27,7 @@ class Clock:
 
 
 def header(invocation_id: str, expires_at: float) -> str:
-    token = sign(ProxyClaims(invocation_id, "default/agent", expires_at), KEY)
+    token = sign(ProxyClaims(invocation_id, "default/agent", expires_at), namespace_key(KEY, "proxy-token", "default"))
     return "Basic " + base64.b64encode(f"{invocation_id}:{token}".encode()).decode()
 
 
