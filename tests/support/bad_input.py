@@ -1,6 +1,7 @@
 """The bad-input tier's ingress: a real ingress on a real socket, with small limits, forwarding to
 real shims running ``cat`` and ``env; cat`` (used by ``tests/reliability/test_bad_input.py`` and
-``test_fuzz.py``)."""
+``test_fuzz.py``). As in ``clrk dev``, the ingress signs what it forwards and the shims hold their
+namespace's request key."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from clrk.ingress import AgentTarget, CallerKeys, IngressSettings, InProcessForwarder, create_app
+from clrk_runtime.protocol.keys import namespace_key
 from clrk_runtime.server.app import ShimApp
 from clrk_runtime.server.protocols import Implementation, http_protocol
 from clrk_runtime.service.runtime import AgentRuntime
@@ -41,6 +43,7 @@ BAD_INPUT_BODY_TIMEOUT = 1.0
 BAD_INPUT_HEAD_TIMEOUT = 0.5
 BAD_INPUT_SANDBOX_UIDS = range(50300, 50556)
 """Otherwise unused uids for the agents, so that their processes can be counted."""
+_PLATFORM_KEY = b"the-bad-input-tier's-platform-key"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class BadInputIngress:
 
 
 def _bad_input_runtime(root: Path, agent: str, command: list[str]) -> AgentRuntime:
+    key_file = root / "request.key"  # both agents are in namespace default
+    key_file.touch(mode=0o600)  # the agents run as other uids: theirs to use, not to read
+    key_file.write_bytes(namespace_key(_PLATFORM_KEY, "request", "default"))
     return AgentRuntime(
         RuntimeSettings(
             command=command,
@@ -65,6 +71,7 @@ def _bad_input_runtime(root: Path, agent: str, command: list[str]) -> AgentRunti
             sandbox_uid=BAD_INPUT_SANDBOX_UIDS.start,
             sandbox_uids=len(BAD_INPUT_SANDBOX_UIDS),
             timeout=10,
+            request_key_file=key_file,
         )
     )
 
@@ -78,7 +85,7 @@ async def _bad_input_serving(root: Path, implementation: Implementation = "auto"
     for runtime in runtimes.values():
         await runtime.start()
     try:
-        forwarder = InProcessForwarder()
+        forwarder = InProcessForwarder(platform_key=_PLATFORM_KEY)
         forwarder.set_apps(
             {ref: (AgentTarget(ref, 10.0), ShimApp(runtime, lifespan=False)) for ref, runtime in runtimes.items()}
         )

@@ -3,6 +3,7 @@ and the CLI's cluster commands, as the tests in ``tests/integration/cluster`` dr
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from clrk.cluster.installing import wait_established
 from clrk.manifests.documents import load_all
 from tests.support.envtest import EnvTest
 
-__all__ = ["AGENT", "Kube", "cli_app", "install_knative", "knative_crds", "write_agent"]
+__all__ = ["AGENT", "Kube", "cli_app", "install_knative", "knative_crds", "platform_key", "write_agent"]
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_CRDS = REPO / "tests" / "data" / "crds"
@@ -53,6 +54,14 @@ class Kube:
     def apply_raw(self, body: dict[str, Any], manager: str, force: bool = False) -> dict[str, Any]:
         resource = self.cluster.resource(body["apiVersion"], body["kind"])
         return dict(resource.server_side_apply(body=body, field_manager=manager, force_conflicts=force).to_dict())
+
+
+def platform_key(kube: Kube) -> bytes:
+    """The platform key the installed platform holds (Secret clrk-system/clrk-platform-key), as
+    the ingress reads it from its mounted file: what schedule tokens and namespace keys come from."""
+    secret = kube.read("v1", "Secret", "clrk-platform-key", "clrk-system")
+    assert secret, "the platform is not installed on the test API server"
+    return base64.b64decode(secret["data"]["key"]).strip()
 
 
 AGENT = """\

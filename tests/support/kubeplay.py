@@ -250,7 +250,7 @@ class Objects:
         if "secret" in volume:
             sources = [{"secret": {"name": volume["secret"]["secretName"], **volume["secret"]}}]
         else:
-            sources = volume["projected"]["sources"]
+            sources = volume["projected"].get("sources") or []  # the API server drops an empty list
         files: dict[str, bytes] = {}
         for source in sources:
             kind, ref = next(iter(source.items()))

@@ -32,6 +32,7 @@ __all__ = [
     "InvokeUsageError",
     "TokenUsage",
     "agent_ref",
+    "auth_headers",
     "error_line",
     "fetch_usage",
     "is_error_body",
@@ -219,13 +220,27 @@ def send(request: InvocationRequest, client: httpx.Client) -> InvocationResult:
     )
 
 
-def fetch_usage(client: httpx.Client, url: str, invocation_id: str | None) -> TokenUsage | None:
+def auth_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The ``Authorization`` among ``headers`` (a Caller's key), to send again where the ingress
+    asks for it (``/_clrk/traces``)."""
+    return {name: value for name, value in headers.items() if name.lower() == "authorization"}
+
+
+def fetch_usage(
+    client: httpx.Client, url: str, invocation_id: str | None, headers: Mapping[str, str] | None = None
+) -> TokenUsage | None:
     """Token use recorded by a running ``clrk dev`` for ``invocation_id``; None when unknown
-    (no id, no clrk dev there, no model call recorded)."""
+    (no id, no clrk dev there, no model call recorded). ``headers``: the invocation's, whose
+    ``Authorization`` (the Caller's key the spans are shown to) is sent along."""
     if not invocation_id:
         return None
     try:
-        response = client.get(url.rstrip("/") + TRACES_PATH, params={"invocation": invocation_id}, timeout=5.0)
+        response = client.get(
+            url.rstrip("/") + TRACES_PATH,
+            params={"invocation": invocation_id},
+            headers=auth_headers(headers or {}),
+            timeout=5.0,
+        )
         spans = response.json()["spans"] if response.status_code == 200 else []
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return None

@@ -54,16 +54,20 @@ def invoke(
     ] = DEFAULT_URL,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Invocation id, status, time, tokens.")] = False,
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="NAME:VALUE (repeatable).")] = None,
+    key: Annotated[
+        str | None, typer.Option(envvar="CLRK_KEY", help="A Caller's key, sent as Authorization: Bearer.")
+    ] = None,
 ) -> None:
     """Call an agent once; print its answer. Exit status 0 for a 2xx answer, else 1."""
     try:
-        extra = dict(parse_header(h) for h in header or [])
+        extra = {"Authorization": f"Bearer {key}"} if key else {}
+        extra.update(parse_header(h) for h in header or [])
         request = InvocationRequest(url, agent_ref(name, namespace), load_data(data, sys.stdin.buffer), extra)
     except InvokeUsageError as exc:
         raise typer.BadParameter(exc.message, param_hint=exc.option) from None
     with httpx.Client() as client:
         result = send(request, client)
-        usage = fetch_usage(client, url, result.invocation_id) if verbose else None
+        usage = fetch_usage(client, url, result.invocation_id, request.headers) if verbose else None
     for line in summary(result, usage) if verbose else []:
         typer.echo(line, err=True)
     if result.ok or not is_error_body(result.body):

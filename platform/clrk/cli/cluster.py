@@ -43,6 +43,23 @@ EgressImage = Annotated[
     ),
 ]
 
+KnativeNamespace = Annotated[
+    str | None,
+    typer.Option(
+        "--knative-namespace",
+        help="Where Knative Serving's activator and autoscaler run: they may call agent pods "
+        "[$CLRK_KNATIVE_NAMESPACE; knative-serving].",
+    ),
+]
+KnativeGatewayNamespace = Annotated[
+    str | None,
+    typer.Option(
+        "--knative-gateway-namespace",
+        help="Where the networking layer's gateway runs: it may call agent pods "
+        "[$CLRK_KNATIVE_GATEWAY_NAMESPACE; kourier-system].",
+    ),
+]
+
 
 def _sources(paths: list[str]) -> dict[tuple[str, str, str, str], str]:
     from clrk.cluster.planning import passthrough_sources
@@ -89,6 +106,7 @@ def apply(
         prune=prune,
         force_conflicts=force_conflicts,
         namespace=namespace or "default",
+        platform=compiled,
     )
     apply_plan(cluster, plan, options, typer.echo)
     if wait and dry_run == "none" and plan.agent_services:
@@ -139,13 +157,15 @@ def install(
     ingress_image: IngressImage = None,
     egress_image: EgressImage = None,
     cluster_domain: ClusterDomain = None,
+    knative_namespace: KnativeNamespace = None,
+    knative_gateway_namespace: KnativeGatewayNamespace = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Install clrk onto a cluster that runs Knative Serving (and Eventing, for schedules).
 
-    Installs exactly the images and cluster domain given (or $CLRK_*, or the defaults), and records
-    them for `clrk apply` and the operator."""
+    Installs exactly the images, cluster domain and Knative namespaces given (or $CLRK_*, or the
+    defaults), and records them for `clrk apply` and the operator."""
     from clrk.cluster import connect, installing
     from clrk.cluster.configs import install_objects
     from clrk.cluster.settings import platform_configmap
@@ -156,6 +176,8 @@ def install(
         ingress_image=ingress_image,
         egress_image=egress_image,
         cluster_domain=cluster_domain,
+        knative_namespace=knative_namespace,
+        knative_gateway_namespace=knative_gateway_namespace,
     )
     if render:
         options = settings.options()

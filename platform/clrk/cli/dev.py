@@ -95,13 +95,19 @@ def traces(
     invocation: Annotated[str | None, typer.Option(help="Only the trace of this invocation id.")] = None,
     url: Annotated[str, typer.Option(help="The running clrk dev.")] = "http://127.0.0.1:18080",
     as_json: Annotated[bool, typer.Option("--json", help="Raw JSON.")] = False,
+    key: Annotated[
+        str | None, typer.Option(envvar="CLRK_KEY", help="A Caller's key: its own invocations' spans.")
+    ] = None,
 ) -> None:
-    """Print recent traces from a running `clrk dev`."""
+    """Print recent traces from a running `clrk dev` (with Callers required: a Caller's own)."""
     params = {"invocation": invocation} if invocation else {}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.get(url.rstrip("/") + TRACES_PATH, params=params, timeout=5)
+        response = httpx.get(url.rstrip("/") + TRACES_PATH, params=params, headers=headers, timeout=5)
     except httpx.HTTPError as exc:
         raise ClrkError(f"{url}: no clrk dev answers there ({type(exc).__name__}); start one with `clrk dev`") from None
+    if response.status_code in (401, 403):
+        raise ClrkError(f"{url}{TRACES_PATH}: HTTP {response.status_code}: give a Caller's key with --key or CLRK_KEY")
     if response.status_code != 200:
         raise ClrkError(f"{url}{TRACES_PATH}: HTTP {response.status_code}")
     spans = response.json()["spans"]

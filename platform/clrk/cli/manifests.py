@@ -50,9 +50,20 @@ def _load(paths: list[str]) -> Bundle:
 
 
 def render(filename: PathsOption, runtime_image: RuntimeImage = None, cluster_domain: ClusterDomain = None) -> None:
-    """Print the Kubernetes objects the manifests compile to (like `kubectl kustomize`)."""
+    """Print the Kubernetes objects the manifests compile to (like `kubectl kustomize`), then
+    what `clrk apply` puts into each agent namespace (its keys Secret without data: apply derives
+    the keys from the cluster's platform key), and the ingress's Role on the Secrets Callers name.
+    A PingSource's sink URL ends in TOKEN-FILLED-IN-AT-APPLY: apply writes its agent's schedule
+    token there, from the platform key."""
+    from clrk.cluster.configs import rendered_namespace_objects
+    from clrk.cluster.grants import rendered_caller_access
+
     options = settings_from(PlatformSettings, runtime_image=runtime_image, cluster_domain=cluster_domain).options()
-    typer.echo(dump_yaml(compile_bundle(_load(filename), options)), nl=False)
+    bundle = _load(filename)
+    namespaces = {agent.metadata.namespace for agent in bundle.manifests.agents}
+    objects = [*compile_bundle(bundle, options), *rendered_namespace_objects(namespaces, options)]
+    objects += rendered_caller_access(bundle.manifests.callers)
+    typer.echo(dump_yaml(objects), nl=False)
 
 
 def validate(filename: PathsOption) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from clrk.api import TaskAgent
 from clrk.manifests import Bundle
 from clrk.manifests.dockerfiles import BuildContext
+from clrk_runtime.protocol.keys import namespace_key, namespace_of
 from clrk_runtime.settings import RuntimeSettings
 
 __all__ = ["copy_binds", "runtime_settings"]
@@ -39,8 +40,10 @@ def runtime_settings(
     sandbox: str,
     agent_path: str,
     binds: Mapping[str, str],
+    request_key_file: Path | None = None,
 ) -> RuntimeSettings:
-    """``binds`` maps each COPY destination to the host path holding that file."""
+    """``binds`` maps each COPY destination to the host path holding that file;
+    ``request_key_file`` holds the key the ingress signs this agent's requests with."""
     argv = bundle.argv(agent)
     if argv and argv[0] in binds:
         argv = [binds[argv[0]], *argv[1:]]
@@ -56,8 +59,9 @@ def runtime_settings(
             "agent_env": agent.env,
             "binds": [f"{source}:{dest}" for dest, source in binds.items()],
             "egress_proxy": egress_proxy,
-            "egress_token_key": token_key.decode("ascii"),
+            "egress_token_key": namespace_key(token_key, "proxy-token", namespace_of(agent.ref)).decode("ascii"),
             "ca_bundle": ca_bundle,
             "agent_path": agent_path,
+            "request_key_file": request_key_file,
         }
     )

@@ -8,9 +8,10 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from clrk.dev.logs import PLAIN_FORMAT, LogBuffer
 from clrk.dev.serving import DevServer
 from clrk.dev.settings import DevSettings
-from clrk.ingress import InvocationRecord
+from clrk.ingress import CallerKeys, InvocationRecord
 from clrk.telemetry.redaction import SecretScrubber
 from clrk.telemetry.spans import SpanStore, configure_tracing, span_to_dict
 from clrk_runtime.protocol.routes import TRACES_PATH
@@ -28,14 +29,31 @@ __all__ = ["run_dev", "traces_route"]
 log = logging.getLogger("clrk.dev")
 
 
-def traces_route(store: SpanStore) -> Route:
-    """``GET /_clrk/traces[?invocation=ID]``: recent spans as JSON, for ``clrk traces``."""
+def traces_route(store: SpanStore, callers: CallerKeys) -> Route:
+    """``GET /_clrk/traces[?invocation=ID]``: recent spans as JSON, for ``clrk traces``.
+
+    Spans hold other callers' invocation ids, agents' stderr tails and token counts: the route
+    asks for a Caller's key as ``POST /`` does (401 without one), and shows a caller only the spans
+    of its own invocations (those whose ingress span names it); in open mode, every span."""
 
     async def traces(request: Request) -> Response:
+        caller = callers.authenticate(request.headers.get("authorization"))
         spans = store.spans(request.query_params.get("invocation"))
+        if caller is not None:
+            own = _invocations_of(store.spans(), caller.name)
+            spans = [s for s in spans if s.attributes and s.attributes.get("clrk.invocation.id") in own]
         return JSONResponse({"spans": [span_to_dict(s) for s in spans]})
 
     return Route(TRACES_PATH, traces, methods=["GET"])
+
+
+def _invocations_of(spans: Sequence[ReadableSpan], caller: str) -> set[object]:
+    """The invocation ids whose ingress span names ``caller``."""
+    return {
+        s.attributes.get("clrk.invocation.id")
+        for s in spans
+        if s.attributes and s.attributes.get("clrk.caller") == caller
+    }
 
 
 def _log_record(record: InvocationRecord) -> None:
@@ -67,7 +85,10 @@ async def run_dev(settings: DevSettings, environ: Mapping[str, str], *, tui: boo
     to_file = logging.FileHandler(logs_dir / "dev.log", encoding="utf-8")
     to_file.setFormatter(logging.Formatter(PLAIN_FORMAT))
     root.addHandler(to_file)
-    server = DevServer(settings, environ, on_finished=_log_record, extra_routes=[traces_route(store)])
+    callers = CallerKeys()  # filled by the server as it starts
+    server = DevServer(
+        settings, environ, on_finished=_log_record, extra_routes=[traces_route(store, callers)], callers=callers
+    )
     await server.start()
     scrubber = SecretScrubber(server.secret_values())  # defence in depth: no value in any log line
     for each in root.handlers:

@@ -1,7 +1,9 @@
 """TaskSchedules in ``clrk dev``: a cron scheduler that invokes agents through the ingress.
 
-Each run is a CloudEvent posted to the in-process ingress, so it takes exactly a caller's path
-(auth, deadline, spans, the requests pane). It is the event a PingSource sends in a cluster: type
+Each run is a CloudEvent posted to the in-process ingress where a PingSource posts in a cluster:
+the schedule route, with the agent's schedule token (``clrk dev``'s own platform key makes it), so
+it takes a caller's path (deadline, signed forward, spans, the requests pane) with no Caller key.
+It is the event a PingSource sends in a cluster: type
 ``dev.knative.sources.ping`` (:data:`~clrk.api.schedules.SCHEDULE_EVENT_TYPE`), source
 ``/apis/v1/namespaces/<ns>/pingsources/<name>``, the schedule's JSON object as ``data``; an agent
 reads the same envelope either way. Schedules are read as the PingSource reads them (robfig/cron,

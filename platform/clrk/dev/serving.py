@@ -3,6 +3,11 @@
 The same code as in a cluster, composed in one asyncio loop: the ingress forwards in-process to
 each agent's shim (an ASGI app), shims reach the network only through the embedded egress
 gateway with per-invocation credentials signed by a key made fresh at every start.
+
+The ingress signs every request it forwards, as in a cluster: the dev server makes a platform key
+of its own at every start, and gives each shim its namespace's ``request`` key (in a file of a
+0700 folder of the system's temp dir, removed at stop), so a shim here runs only what the
+ingress sent, with the invocation id the ingress minted.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +32,7 @@ from starlette.routing import BaseRoute
 
 from clrk.api import Caller
 from clrk.api.egress import SecretRef
+from clrk.api.schedules import schedule_path
 from clrk.dev.agents import copy_binds, runtime_settings
 from clrk.dev.doctor import check, requirements
 from clrk.dev.scheduling import Scheduler
@@ -43,9 +51,10 @@ from clrk.ingress import (
     InvocationRecord,
     caller_key,
     create_app,
-    key_digest,
 )
 from clrk.manifests import Bundle, egress_config, load_bundle
+from clrk_runtime.protocol.headers import AGENT_HEADER
+from clrk_runtime.protocol.keys import namespace_key, namespace_of, schedule_token
 from clrk_runtime.server.app import ShimApp
 from clrk_runtime.server.protocols import http_protocol
 from clrk_runtime.service.runtime import AgentRuntime
@@ -97,9 +106,8 @@ def missing_tools(bundle: Bundle, path: str) -> list[str]:
     return missing
 
 
-def _caller_keys(callers: list[Caller], values: StaticSecrets, open_mode: bool, internal_key: str) -> CallerKeys:
-    # The scheduler calls through the ingress like any caller, with a key made at every start.
-    keys = [CallerKey("clrk/scheduler", key_digest(internal_key), frozenset({"*"}))]
+def _caller_keys(callers: list[Caller], values: StaticSecrets) -> list[CallerKey]:
+    keys = []
     for caller in callers:
         key = caller_key(caller, lambda name, key: values.get(SecretRef(name=name, key=key)))
         if key is None:
@@ -110,7 +118,7 @@ def _caller_keys(callers: list[Caller], values: StaticSecrets, open_mode: bool, 
                 f"add --secret {ref.name}=ENVVAR:{ref.key}"
             )
         keys.append(key)
-    return CallerKeys(keys, open_mode=open_mode)
+    return keys
 
 
 @dataclass
@@ -119,6 +127,9 @@ class DevServer:
     environ: Mapping[str, str]
     on_finished: Callable[[InvocationRecord], None] | None = None
     extra_routes: Sequence[BaseRoute] = ()
+    callers: CallerKeys = field(default_factory=CallerKeys)
+    """Who may call which agent: filled at :meth:`start` (closed until then); routes given in
+    ``extra_routes`` may authenticate with it too."""
     records: deque[InvocationRecord] = field(default_factory=lambda: deque(maxlen=500))
     runtimes: dict[str, AgentRuntime] = field(default_factory=dict)
     bundle: Bundle | None = None
@@ -128,9 +139,10 @@ class DevServer:
     _server: _Server | None = None
     _serving: asyncio.Task[None] | None = None
     _token_key: bytes = field(default_factory=lambda: secrets.token_urlsafe(32).encode("ascii"))
+    _platform_key: bytes = field(default_factory=lambda: secrets.token_urlsafe(32).encode("ascii"))
+    _keys_dir: Path | None = None
     _secrets: StaticSecrets = field(default_factory=StaticSecrets)
     _mtimes: dict[Path, float] = field(default_factory=dict)
-    _internal_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     _app: Starlette | None = None
     _scheduler: Scheduler | None = None
     _stage: Stage | None = None
@@ -138,7 +150,7 @@ class DevServer:
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        self._forwarder = InProcessForwarder(saturated=self._saturated)
+        self._forwarder = InProcessForwarder(saturated=self._saturated, platform_key=self._platform_key)
 
     def _saturated(self, ref: str) -> bool:
         runtime = self.runtimes.get(ref)
@@ -222,9 +234,16 @@ class DevServer:
             ingress = IngressSettings.model_validate(
                 {"host": settings.host, "port": settings.port, "auth": settings.auth}
             )
-            callers = _caller_keys(bundle.manifests.callers, self._secrets, ingress.open_mode, self._internal_key)
+            callers = self.callers
+            callers.open_mode = ingress.open_mode
+            callers.replace(_caller_keys(bundle.manifests.callers, self._secrets))
             self._app = app = create_app(
-                self._forwarder, callers, ingress, self._finished, extra_routes=self.extra_routes
+                self._forwarder,
+                callers,
+                ingress,
+                self._finished,
+                extra_routes=self.extra_routes,
+                schedule_key=self._platform_key,
             )
             config = uvicorn.Config(
                 app,
@@ -255,16 +274,19 @@ class DevServer:
                 settings.host,
                 self.port,
             )
-        elif len(callers.keys) == 1:
+        elif not callers.keys:
             log.warning("keys mode with no Caller declared: every request will get 401")
 
     async def _post(self, headers: dict[str, str], body: bytes) -> int:
-        """One request through the ingress, in-process (what the scheduler sends)."""
+        """One scheduled run through the ingress, in-process: posted where a PingSource posts in a
+        cluster, the schedule route with the agent's token (made from this server's platform key),
+        so it needs no Caller key."""
         assert self._app is not None
+        namespace, name = headers[AGENT_HEADER].split("/", 1)
+        path = schedule_path(namespace, name, schedule_token(self._platform_key, namespace, name))
         transport = httpx.ASGITransport(app=self._app)
-        headers = {**headers, "authorization": f"Bearer {self._internal_key}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
-            response = await client.post("/", headers=headers, content=body, timeout=None)
+            response = await client.post(path, headers=headers, content=body, timeout=None)
         return response.status_code
 
     async def _serve_agents(self, bundle: Bundle) -> None:
@@ -284,6 +306,7 @@ class DevServer:
                         sandbox=self.settings.sandbox,
                         agent_path=stage.path,
                         binds=stage.binds.get(agent.ref, {}),
+                        request_key_file=self._request_key_file(namespace_of(agent.ref)),
                     )
                 )
                 await runtime.start()
@@ -303,6 +326,18 @@ class DevServer:
         await asyncio.gather(*(r.stop() for r in old.values()), return_exceptions=True)
         if old_stage is not None:
             old_stage.remove()
+
+    def _request_key_file(self, namespace: str) -> Path:
+        """The file holding ``namespace``'s request key (written once per start, readable by
+        this process's user only)."""
+        if self._keys_dir is None:  # 0700; not the state dir, which agents may list
+            self._keys_dir = Path(tempfile.mkdtemp(prefix="clrk-dev-keys-"))
+        path = self._keys_dir / f"request-{namespace}.key"
+        if not path.exists():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(namespace_key(self._platform_key, "request", namespace))
+        return path
 
     async def reload_if_changed(self) -> bool:
         """Reload when a manifest or Dockerfile changed; keep serving the old set on errors."""
@@ -357,6 +392,9 @@ class DevServer:
             if self.egress is not None:
                 await self.egress.stop()
                 self.egress = None
+            if self._keys_dir is not None:
+                shutil.rmtree(self._keys_dir, ignore_errors=True)
+                self._keys_dir = None
 
     def secret_values(self) -> list[str]:
         """Every secret value this process holds, so log filters can scrub them."""

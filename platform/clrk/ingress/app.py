@@ -1,19 +1,32 @@
 """The ingress ASGI app: ``POST /`` with ``X-Clrk-TaskAgent: <namespace>/<name>``.
 
-It authenticates the caller, routes by the header, caps the body, builds the envelope (the
-runtime's one builder, :func:`clrk_runtime.protocol.envelope.build_envelope`, so a request the
-ingress accepts is one the shim accepts), gives the invocation its id, passes the remaining
-deadline down and opens the server span that parents the invocation. It forwards the envelope
-itself, as a structured CloudEvent, which the shim passes through unchanged. Every error is JSON.
+It reads the headers by the protocol's one rule (a ``ce-id``, any ``ce-*``, ``Content-Type`` or
+``X-Clrk-TaskAgent`` sent twice is a 400 naming it, as at the shim), authenticates the caller,
+routes by the header, caps the body, mints the invocation id (never a caller's: a CloudEvent's own
+``id`` travels in the envelope and keys nothing), builds the envelope (the runtime's one builder,
+:func:`clrk_runtime.protocol.envelope.build_envelope`, so a request the ingress accepts is one
+the shim accepts), passes the remaining deadline down and opens the server span that parents the
+invocation. It forwards the envelope itself, as a structured CloudEvent, which the shim passes
+through unchanged; the forwarder signs it (:mod:`clrk.ingress.forwarding`), so the signature's
+body hash covers all the agent reads. Every error is JSON.
+
+``POST /_clrk/schedules/<namespace>/<agent>/<token>`` is the same path for a TaskSchedule's runs:
+a PingSource posts its CloudEvent there (its sink's URL, which ``clrk apply`` and the operator
+write), and cannot send a header of its own, so the path names the agent and carries the
+credential: the schedule token the platform key makes for that agent alone
+(:func:`clrk_runtime.protocol.keys.schedule_token`), checked in constant time. A wrong token and
+an agent that is gone get the same 404. No Caller key is asked: whoever can read the PingSource
+(its namespace's readers) can run that one agent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -25,22 +38,38 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from clrk.api.schedules import SCHEDULE_ROUTE
 from clrk.ingress.callers import CallerKeys
 from clrk.ingress.forwarding import AgentTarget, Forwarder
 from clrk.ingress.openapi import openapi_document
 from clrk.ingress.problems import Problem, problem_response
 from clrk.ingress.settings import IngressSettings
 from clrk_runtime.protocol.envelope import STRUCTURED, EnvelopeError, build_envelope
-from clrk_runtime.protocol.headers import AGENT_HEADER, INVOCATION_HEADER, TIMEOUT_HEADER
+from clrk_runtime.protocol.headers import (
+    AGENT_HEADER,
+    INVOCATION_HEADER,
+    TIMEOUT_HEADER,
+    RepeatedHeader,
+    request_headers,
+)
 from clrk_runtime.protocol.ids import new_invocation_id
+from clrk_runtime.protocol.keys import schedule_token
 
 __all__ = ["EVENT_SOURCE", "InvocationRecord", "create_app"]
 
 EVENT_SOURCE = "/clrk/ingress"
 """``source`` of the envelope the ingress makes for a request that is not a CloudEvent."""
+_AGENT = AGENT_HEADER.lower()
+_TIMEOUT = TIMEOUT_HEADER.lower()
 _REF = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""Every method reaches the handlers, which answer all but POST with the JSON 405."""
 _tracer = trace.get_tracer("clrk.ingress")
 log = logging.getLogger("clrk.ingress")
+
+Admit = Callable[[Mapping[str, str]], tuple[AgentTarget, str | None]]
+"""Reads a request's headers: the agent to run and the caller's name (None when there is no
+caller to name), or raises the Problem that refuses it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +85,18 @@ class InvocationRecord:
     """Unix time the answer was sent."""
 
 
-def _ref(request: Request) -> str:
+def _headers(request: Request) -> dict[str, str]:
+    """The request's headers, one value per (lower-cased) name; 400 for a header sent twice that
+    must be sent once."""
+    try:
+        return request_headers(request.headers.raw)
+    except RepeatedHeader as exc:
+        raise Problem(400, exc.kind, exc.message) from None
+
+
+def _ref(headers: Mapping[str, str]) -> str:
     """The ``<namespace>/<name>`` the agent header names (400 when missing or malformed)."""
-    value = request.headers.get(AGENT_HEADER)
+    value = headers.get(_AGENT)
     if value is None:
         raise Problem(400, "missing_agent", f"header {AGENT_HEADER}: required, as <namespace>/<name>")
     if not _REF.match(value.strip()):
@@ -80,8 +118,8 @@ def _target(ref: str, forwarder: Forwarder) -> AgentTarget:
     return target
 
 
-def _deadline(request: Request, target: AgentTarget) -> float:
-    value = request.headers.get(TIMEOUT_HEADER)
+def _deadline(headers: Mapping[str, str], target: AgentTarget) -> float:
+    value = headers.get(_TIMEOUT)
     if value is None:
         return target.timeout
     # ASCII digits only, and few enough for int(): "²".isdigit() is true, and int() refuses
@@ -118,45 +156,57 @@ async def _body(request: Request, limit: int, patience: float) -> bytes:
     return b"".join(chunks)
 
 
+def _scheduled(schedule_key: bytes | None, namespace: str, agent: str, token: str) -> bool:
+    """Whether ``token`` is the platform's schedule token for ``namespace/agent``. The comparison
+    takes the same time however much of a guess is right, so timing tells a guesser nothing."""
+    if schedule_key is None or not _REF.match(f"{namespace}/{agent}"):
+        return False
+    expected = schedule_token(schedule_key, namespace, agent).encode("ascii")
+    return hmac.compare_digest(expected, token.encode("utf-8", "surrogateescape"))
+
+
 def create_app(
     forwarder: Forwarder,
     callers: CallerKeys,
     settings: IngressSettings,
     on_finished: Callable[[InvocationRecord], None] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    *,
+    schedule_key: bytes | None = None,
 ) -> Starlette:
-    async def invoke(request: Request) -> Response:
+    """The ingress. ``schedule_key``: the platform key, which makes the schedule tokens; without
+    it ``POST /_clrk/schedules/…`` answers 404 to every request."""
+
+    async def run(request: Request, name: str, agent: str, admit: Admit) -> Response:
+        """One invocation: ``admit`` reads who may run which agent from the request's headers
+        (a Problem when nobody may), the rest is the same for every route that runs an agent."""
         started = time.monotonic()
-        if request.method != "POST":
-            raise Problem(
-                405,
-                "method_not_allowed",
-                f"{request.method} /: only POST invokes an agent",
-                {"Allow": "POST"},
-            )
         context = propagate.extract(request.headers)
-        with _tracer.start_as_current_span("POST /", context=context, kind=SpanKind.SERVER) as span:
+        with _tracer.start_as_current_span(name, context=context, kind=SpanKind.SERVER) as span:
             span.set_attribute("http.request.method", "POST")
             invocation_id: str | None = None
             caller: str | None = None
-            agent = request.headers.get(AGENT_HEADER, "")
             try:
-                ref = _ref(request)
-                caller = callers.authorize(request.headers.get("authorization"), ref)
-                target = _target(ref, forwarder)
-                timeout = _deadline(request, target)
+                given = _headers(request)
+                target, caller = admit(given)
+                timeout = _deadline(given, target)
                 if forwarder.saturated(target):
                     raise Problem(503, "no_capacity", f"agent {target.ref} is at capacity; retry", {"Retry-After": "1"})
                 try:
                     body = await _body(request, settings.max_body_bytes, settings.body_timeout_seconds)
                 except ClientDisconnect:
                     raise Problem(400, "incomplete_body", "the body ended before its declared length") from None
+                minted = new_invocation_id()
                 try:
-                    envelope = build_envelope(request.headers, body, new_id=new_invocation_id, source=EVENT_SOURCE)
+                    envelope = build_envelope(given, body, invocation_id=minted, source=EVENT_SOURCE)
                 except EnvelopeError as exc:
                     raise Problem(400, exc.kind, exc.message) from None
-                invocation_id = envelope.event_id
+                invocation_id = minted
                 span.set_attributes({"clrk.invocation.id": invocation_id, "clrk.agent": target.ref})
+                if caller is not None:  # whose invocation it is: clrk traces shows a caller its own
+                    span.set_attribute("clrk.caller", caller)
+                if not envelope.wrapped:  # the caller's CloudEvent id, for finding it again
+                    span.set_attribute("cloudevents.event_id", envelope.event_id)
                 headers = {"content-type": STRUCTURED, INVOCATION_HEADER: invocation_id}
                 headers[TIMEOUT_HEADER] = str(max(1, int((timeout - (time.monotonic() - started)) * 1000)))
                 propagate.inject(headers)
@@ -193,11 +243,50 @@ def create_app(
             )
         return response
 
+    async def invoke(request: Request) -> Response:
+        if request.method != "POST":
+            raise Problem(
+                405,
+                "method_not_allowed",
+                f"{request.method} /: only POST invokes an agent",
+                {"Allow": "POST"},
+            )
+
+        def admit(given: Mapping[str, str]) -> tuple[AgentTarget, str | None]:
+            ref = _ref(given)
+            caller = callers.authorize(given.get("authorization"), ref)
+            return _target(ref, forwarder), caller
+
+        return await run(request, "POST /", request.headers.get(AGENT_HEADER, ""), admit)
+
+    async def scheduled(request: Request) -> Response:
+        """A TaskSchedule's run, as its PingSource posts it: the path names the agent and carries
+        its schedule token, the only credential (a PingSource sends no header of its own)."""
+        if request.method != "POST":
+            raise Problem(
+                405,
+                "method_not_allowed",
+                f"{request.method} {SCHEDULE_ROUTE}/…: only POST runs a schedule",
+                {"Allow": "POST"},
+            )
+        namespace, name = str(request.path_params["namespace"]), str(request.path_params["agent"])
+        ref = f"{namespace}/{name}"
+
+        def admit(given: Mapping[str, str]) -> tuple[AgentTarget, str | None]:
+            token = str(request.path_params["token"])
+            target = forwarder.targets().get(ref) if _scheduled(schedule_key, namespace, name, token) else None
+            if target is None:  # one answer for a wrong token and for an agent that is gone
+                raise Problem(404, "unknown_schedule", f"no schedule at this {SCHEDULE_ROUTE}/… path")
+            return target, None
+
+        return await run(request, f"POST {SCHEDULE_ROUTE}", ref, admit)
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "agents": sorted(forwarder.targets())})
+        # How many agents it routes, never which: a caller without a key learns no agent's name.
+        return JSONResponse({"status": "ok", "agents": len(forwarder.targets())})
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
@@ -210,9 +299,10 @@ def create_app(
 
     return Starlette(
         routes=[
-            Route("/", invoke, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+            Route("/", invoke, methods=list(_METHODS)),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route(f"{SCHEDULE_ROUTE}/{{namespace}}/{{agent}}/{{token}}", scheduled, methods=list(_METHODS)),
             *extra_routes,
         ],
         exception_handlers={Problem: on_problem, HTTPException: on_http_error},

@@ -58,6 +58,16 @@ class CallerKeys:
 
     def authorize(self, authorization: str | None, agent: str) -> str | None:
         """Return the caller's name (``None`` in open mode), or raise a 401/403 Problem."""
+        match = self.authenticate(authorization)
+        if match is None:
+            return None
+        if "*" not in match.agents and agent not in match.agents:
+            raise Problem(403, "forbidden", f"caller {match.name} may not call agent {agent}")
+        return match.name
+
+    def authenticate(self, authorization: str | None) -> CallerKey | None:
+        """The caller whose key ``authorization`` carries (``None`` in open mode), or a 401
+        Problem: what every route that shows a caller anything asks first."""
         if self.open_mode:
             return None
         scheme, _, token = (authorization or "").partition(" ")
@@ -80,6 +90,4 @@ class CallerKeys:
                 "unknown bearer key",
                 {"WWW-Authenticate": 'Bearer realm="clrk"'},
             )
-        if "*" not in match.agents and agent not in match.agents:
-            raise Problem(403, "forbidden", f"caller {match.name} may not call agent {agent}")
-        return match.name
+        return match

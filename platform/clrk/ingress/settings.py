@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["IngressSettings", "is_loopback"]
@@ -37,6 +38,23 @@ class IngressSettings(BaseSettings):
     open only when listening on loopback."""
     grace_seconds: float = Field(2.0, ge=0)
     """Extra wait past an agent's deadline for the shim's own 504 before the ingress gives one."""
+    platform_key_file: Path | None = Field(
+        None, validation_alias=AliasChoices("platform_key_file", "CLRK_PLATFORM_KEY_FILE")
+    )
+    """File holding the platform key (``CLRK_PLATFORM_KEY_FILE``; in a cluster, the platform's
+    Secret mounted into the ingress), read once at start: the ingress signs each request it forwards with
+    the agent namespace's ``request`` key derived from it. Without it requests go unsigned, and
+    shims given a request key refuse them (401)."""
+
+    def platform_key(self) -> bytes | None:
+        """The platform key from :attr:`platform_key_file` (the file is read here); ValueError
+        when the file is empty."""
+        if self.platform_key_file is None:
+            return None
+        key = self.platform_key_file.read_bytes().strip()
+        if not key:
+            raise ValueError(f"platform_key_file (CLRK_PLATFORM_KEY_FILE): {self.platform_key_file} is empty")
+        return key
 
     @property
     def open_mode(self) -> bool:

@@ -86,7 +86,12 @@ def url() -> Iterator[str]:
     agents = {"default/echo": _echo, "team/echo": _echo, "default/broken": _broken, "default/picky": _picky}
     agents["default/costly"] = _costly(store)
     forwarder.set_apps({ref: (AgentTarget(ref, 10.0), _shim(answer)) for ref, answer in agents.items()})
-    app = create_app(forwarder, CallerKeys(open_mode=True), IngressSettings(), extra_routes=[traces_route(store)])
+    app = create_app(
+        forwarder,
+        CallerKeys(open_mode=True),
+        IngressSettings(),
+        extra_routes=[traces_route(store, CallerKeys(open_mode=True))],
+    )
     server = uvicorn.Server(
         uvicorn.Config(Recording(app), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     )

@@ -114,8 +114,9 @@ async def test_json_body_becomes_the_envelope_the_shim_receives(
     assert event["source"] == "/clrk/ingress"
     assert sent["body"].endswith(b'"data": ' + body + b"}"), "the caller's bytes are the data, untouched"
     # The shim builds its envelope with the same rules: the ingress's passes through unchanged.
-    again = build_envelope(sent["headers"], sent["body"], new_id=lambda: "unused", source="/clrk/shim")
+    again = build_envelope(sent["headers"], sent["body"], invocation_id=invocation_id, source="/clrk/shim")
     assert (again.event_id, again.body) == (invocation_id, sent["body"])
+    assert event["clrkinvocationid"] == invocation_id
     assert 0 < int(sent["headers"]["x-clrk-timeout-ms"]) <= 100_000
     assert records[0].invocation_id == invocation_id and records[0].status == 200
     # UUIDv7: version nibble 7
@@ -132,15 +133,20 @@ async def test_caller_cloudevents_pass_through(client: httpx.AsyncClient, shim: 
         "content-type": "application/json",
     }
     response = await client.post("/", content=b'{"n": 1}', headers=binary)
-    assert response.headers["x-clrk-invocation-id"] == "order-42"
+    invocation_id = response.headers["x-clrk-invocation-id"]
+    assert invocation_id != "order-42" and invocation_id[14] == "7", "the platform mints the invocation id"
+    assert shim.requests[-1]["headers"]["x-clrk-invocation-id"] == invocation_id
     sent = json.loads(shim.requests[-1]["body"])
     assert (sent["id"], sent["source"], sent["type"], sent["data"]) == ("order-42", "/shop", "order.created", {"n": 1})
+    assert sent["clrkinvocationid"] == invocation_id
     event = {"specversion": "1.0", "id": "evt-7", "source": "/s", "type": "t", "data": {"x": 1}}
     structured = {"X-Clrk-TaskAgent": AGENT, "content-type": "application/cloudevents+json"}
     response = await client.post("/", content=json.dumps(event).encode(), headers=structured)
-    assert response.headers["x-clrk-invocation-id"] == "evt-7"
+    invocation_id = response.headers["x-clrk-invocation-id"]
+    assert invocation_id != "evt-7"
     sent = json.loads(shim.requests[-1]["body"])
     assert sent.pop("time"), "an event without time gets one on arrival (the CloudEvents SDK's rule)"
+    assert sent.pop("clrkinvocationid") == invocation_id
     assert sent == event
 
 
