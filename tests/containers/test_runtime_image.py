@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from clrk.cluster.confinement import parse_report
 from tests.support.podman import BASES, Pods, free_port
 
 pytestmark = pytest.mark.containers
@@ -87,6 +88,15 @@ def serve_cat(pods: Pods, name: str, runtime_image: str, base: str, *, warm_pool
         f"http://127.0.0.1:{port}/", json={"hello": base}, headers={"X-Clrk-TaskAgent": "team/cat"}, timeout=30
     )
     assert response.status_code == 200, f"{response.status_code} {response.text}\n{pod.report()}"
+    # The pod's seccomp profile (RuntimeDefault) lets Landlock through: the plain sandbox is
+    # confined with every piece, not run degraded.
+    sandbox = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()["sandbox"]
+    assert sandbox["kind"] == "plain", sandbox
+    assert sandbox["missing"] == [], f"{sandbox}\n{pod.report()}"
+    # The same, from the pod's log: the line the operator reads for the TaskAgent's status.
+    report = parse_report(pod.logs("agent"))
+    assert report is not None and report.kind == "plain", pod.report()
+    assert (report.landlock_abi, report.missing) == (sandbox["landlockAbi"], ()), pod.report()
     return response
 
 

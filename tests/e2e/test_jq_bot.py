@@ -56,6 +56,8 @@ def jq_bot(context: str) -> Iterator[str]:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     subprocess.run(["kubectl", "--context", context, "apply", "-f", "-"], input=secret, text=True, check=True)
+    grant = ["kubectl", "--context", context, "-n", "clrk-system", "annotate", "--overwrite", "secret"]
+    subprocess.run([*grant, "anthropic-credentials", "clrk.dev/namespaces=default"], check=True)
     manifests = str(REPO / "examples" / "jq-bot" / "manifests")
     clrk("install", "--context", context)
     out = clrk("apply", "-f", manifests, "--wait", "--context", context)

@@ -18,16 +18,32 @@ from pydantic import Field, ValidationInfo, field_validator
 from clrk.api.common import Resource, Spec, is_dns_label
 from clrk.api.cron import CronSchedule, parse_cron
 
-__all__ = ["SCHEDULE_EVENT_TYPE", "TaskSchedule", "TaskScheduleSpec", "schedule_event_source"]
+__all__ = [
+    "SCHEDULE_EVENT_TYPE",
+    "SCHEDULE_ROUTE",
+    "TaskSchedule",
+    "TaskScheduleSpec",
+    "schedule_event_source",
+    "schedule_path",
+]
 
 SCHEDULE_EVENT_TYPE = "dev.knative.sources.ping"
 """The CloudEvent type of every scheduled run, in ``clrk dev`` as in a cluster."""
 DEFAULT_TIME_ZONE = "UTC"
+SCHEDULE_ROUTE = "/_clrk/schedules"
+"""Where the ingress takes scheduled runs (:func:`schedule_path`): a PingSource cannot send a
+header of its own, so its sink's URL names the agent and carries the credential."""
 
 
 def schedule_event_source(namespace: str, name: str) -> str:
     """The CloudEvent source of a TaskSchedule's runs: the PingSource's own, as Knative sets it."""
     return f"/apis/v1/namespaces/{namespace}/pingsources/{name}"
+
+
+def schedule_path(namespace: str, agent: str, token: str) -> str:
+    """The ingress path a TaskSchedule's runs are posted to: ``token`` is
+    :func:`clrk_runtime.protocol.keys.schedule_token` for that agent, which the ingress checks."""
+    return f"{SCHEDULE_ROUTE}/{namespace}/{agent}/{token}"
 
 
 def _check_zone(value: str, what: str) -> None:

@@ -1,5 +1,5 @@
 """The platform's install manifests (``platform/config``) as objects, and the few objects no file
-may hold: the CA and the egress token key, generated per cluster. Pure but for reading the
+may hold: the CA and the platform key, generated per cluster. Pure but for reading the
 bundled files.
 
 The files are kustomize-friendly: ``kubectl apply -k platform/config`` applies the same static
@@ -7,7 +7,12 @@ objects ``clrk install`` does, with the default images and cluster domain. ``clr
 the CRDs generated from the models it ships with rather than the copies under ``crds/`` (a unit
 test keeps the two equal), puts in the images and settings it was given
 (:func:`install_objects`), and labels agent namespaces with the Pod Security level their pods need
-(:func:`pod_security_labels`).
+(:func:`pod_security_labels`) and fences them (:func:`agent_namespace_objects`).
+
+The gateway needs no Kubernetes API: it reads only files mounted into its pod (the CA key, the
+platform key, its merged configuration, and the provider-key Secrets its injections name, which
+:func:`gateway_secrets` projects into its ``secrets`` volume whenever that configuration is
+rewritten). Its pod mounts no service-account token.
 """
 
 from __future__ import annotations
@@ -32,17 +37,21 @@ from clrk.errors import ClusterError
 from clrk.manifests.documents import load_all
 from clrk.manifests.options import ClusterOptions, default_image
 from clrk.manifests.policies import SYSTEM_NAMESPACE
+from clrk.manifests.tenancy import agent_ingress_policy, agent_keys_secret
 
 __all__ = [
     "AGENT_POD_SECURITY",
     "POD_SECURITY_ENFORCE",
+    "RESERVED_SECRETS",
     "agent_namespace_objects",
     "ca_objects",
     "config_dir",
+    "gateway_secrets",
     "install_objects",
     "knative_features",
+    "platform_key_secret",
     "pod_security_labels",
-    "token_secret",
+    "rendered_namespace_objects",
 ]
 
 _LABELS = {"app.kubernetes.io/part-of": "clrk", "app.kubernetes.io/managed-by": "clrk"}
@@ -110,10 +119,13 @@ def knative_features() -> dict[str, Any]:
     return _documents(config_dir() / "knative-features.yaml")[0]
 
 
-def agent_namespace_objects(namespace: str, dns_addresses: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """What every namespace holding a TaskAgent needs besides the copied CA and token: the
-    NetworkPolicy ``clrk-agents``; ``dns_addresses`` (the kube-dns Service's ClusterIP, which
-    NodeLocal DNSCache answers on in its iptables mode) join its DNS rule."""
+def agent_namespace_objects(
+    namespace: str, dns_addresses: Iterable[str] = (), options: ClusterOptions | None = None
+) -> list[dict[str, Any]]:
+    """The NetworkPolicies of a namespace holding TaskAgents (besides, there, the copied CA and
+    the namespace's keys): ``clrk-agents`` fences what agent pods send (``dns_addresses``, the
+    kube-dns Service's ClusterIP, which NodeLocal DNSCache answers on in its iptables mode, join
+    its DNS rule); ``clrk-agents-ingress`` says who may connect to them."""
     out = _documents(config_dir() / "agent-namespace.yaml")
     for body in out:
         body["metadata"]["namespace"] = namespace
@@ -122,6 +134,17 @@ def agent_namespace_objects(namespace: str, dns_addresses: Iterable[str] = ()) -
             for address in dns_addresses:
                 ip = ipaddress.ip_address(address)
                 dns.append({"ipBlock": {"cidr": f"{ip}/{ip.max_prefixlen}"}})
+    return [*out, agent_ingress_policy(namespace, options or ClusterOptions())]
+
+
+def rendered_namespace_objects(namespaces: Iterable[str], options: ClusterOptions) -> list[dict[str, Any]]:
+    """What ``clrk render`` shows of each agent namespace's own objects, which ``clrk apply`` and
+    the operator write: the NetworkPolicies and the keys Secret, without data (no cluster is
+    read, so there is no platform key to derive them from)."""
+    out: list[dict[str, Any]] = []
+    for namespace in sorted(set(namespaces)):
+        out += agent_namespace_objects(namespace, (), options)
+        out.append(agent_keys_secret(namespace, None, options))
     return out
 
 
@@ -191,12 +214,56 @@ def ca_objects(now: datetime.datetime | None = None) -> list[dict[str, Any]]:
     ]
 
 
-def token_secret() -> dict[str, Any]:
-    """The key the shims sign per-invocation proxy tokens with and the gateway checks them with."""
+def platform_key_secret(options: ClusterOptions | None = None) -> dict[str, Any]:
+    """The platform's one key (32 random bytes as hex, key ``key``), in clrk-system only: the
+    ingress signs requests and the gateway checks proxy tokens with keys derived from it per
+    namespace; ``clrk apply`` and the operator derive each agent namespace's keys from it."""
+    name = (options or ClusterOptions()).platform_key_secret
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "clrk-egress-token", "namespace": SYSTEM_NAMESPACE, "labels": _LABELS},
+        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": _LABELS},
         "type": "Opaque",
         "stringData": {"key": secrets.token_hex(32)},
+    }
+
+
+RESERVED_SECRETS = frozenset({"clrk-ca-key", "clrk-platform-key", "clrk-egress-token"})
+"""The platform's own Secrets in clrk-system, never projected into the gateway's ``secrets``
+volume (an injection naming one would send the CA key or the platform key upstream)."""
+
+
+def gateway_secrets(injections: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The gateway Deployment's ``secrets`` volume, as much of the Deployment as server-side
+    apply needs to set it: one projected source per Secret the ``injections`` (of the merged
+    egress configuration) name, each of its keys at ``<Secret>/<key>`` (where the gateway reads
+    it), ``optional`` so that the pod starts before the Secret exists. Secrets live in
+    clrk-system (a pod mounts only its own namespace's); :data:`RESERVED_SECRETS` never."""
+    wanted: dict[str, set[str]] = {}
+    for injection in injections:
+        ref = injection.get("secret") or {}
+        name, key = str(ref.get("name", "")), str(ref.get("key", ""))
+        if name and key and name not in RESERVED_SECRETS:
+            wanted.setdefault(name, set()).add(key)
+    sources = [
+        {
+            "secret": {
+                "name": name,
+                "optional": True,
+                "items": [{"key": key, "path": f"{name}/{key}"} for key in sorted(keys)],
+            }
+        }
+        for name, keys in sorted(wanted.items())
+    ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "clrk-egress", "namespace": SYSTEM_NAMESPACE},
+        "spec": {
+            "template": {
+                "spec": {
+                    "volumes": [{"name": "secrets", "projected": {"defaultMode": 0o440, "sources": sources}}],
+                }
+            }
+        },
     }

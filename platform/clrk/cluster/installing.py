@@ -1,31 +1,55 @@
 """``clrk install``: put the platform onto a cluster that already runs Knative Serving.
 
 Idempotent: the static objects are server-side applied (field manager ``clrk``); the CA and the
-egress token key are created once and kept on later runs (rotating them would cut every running
+platform key are created once and kept on later runs (rotating them would cut every running
 agent off from the gateway); the gateway's merged configuration (ConfigMap ``clrk-egress-config``,
 which its pod mounts) is written from whatever the cluster already holds, empty on a fresh cluster;
 the images and cluster domain it was given (or the defaults: a setting not given is not kept
 from an earlier install, so that upgrading clrk upgrades its images) are recorded in ConfigMap
 ``clrk-platform``, which ``clrk apply`` and the operator compile agents with; Knative's
 ``config-features`` gets the four flags the agent pods need.
+
+Upgrading from a clrk that kept one proxy-token key for every namespace (Secret
+``clrk-egress-token``, copied into each agent namespace) and gave the gateway a ClusterRole on
+every Secret and ConfigMap: the platform key is a new Secret, ``clrk-platform-key``, generated
+fresh (the old key was readable in every agent namespace, so it is not carried over), and the
+old Secret, ClusterRole and ClusterRoleBinding are deleted (:data:`RETIRED`). The key lives in
+the platform's namespaces only: clrk-system (the gateway mounts it) and a copy in clrk (the
+ingress's: a pod mounts only its own namespace's Secrets), rewritten from clrk-system on every
+install. Agent pods of the
+old version sign with the old key and are refused by the new gateway until ``clrk apply`` (or
+the operator, which re-reconciles every TaskAgent when it starts) gives their namespace its keys
+and re-rolls them; it also deletes the namespace's old copy.
+
+The ingress's ClusterRole no longer reads Secrets (Callers' Secrets are granted per namespace by
+:mod:`~clrk.cluster.grants`): applying it rewrites its rules whole, which takes an earlier
+version's rule on every Secret away.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from clrk.cluster.applying import Applier, ApplyOptions, Report
-from clrk.cluster.configs import ca_objects, install_objects, knative_features, token_secret
+from clrk.cluster.configs import ca_objects, install_objects, knative_features, platform_key_secret
 from clrk.cluster.connecting import Cluster
 from clrk.cluster.failures import missing_kind
 from clrk.cluster.settings import PLATFORM_CONFIGMAP, platform_configmap, recorded_settings
 from clrk.errors import ClusterError
-from clrk.manifests.options import ClusterOptions, PlatformSettings
+from clrk.manifests.options import INGRESS_NAMESPACE, ClusterOptions, PlatformSettings
 from clrk.manifests.policies import SYSTEM_NAMESPACE
 
-__all__ = ["install", "platform_options", "wait_established"]
+__all__ = ["RETIRED", "ingress_key_copy", "install", "platform_options", "wait_established"]
 
 _CRD = "CustomResourceDefinition"
+RETIRED = (
+    ("v1", "Secret", SYSTEM_NAMESPACE, "clrk-egress-token"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "", "clrk-egress"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", "", "clrk-egress"),
+)
+"""What earlier versions installed and this one must not leave behind: the proxy-token key that
+was copied into every agent namespace, and the gateway's rights on every Secret and ConfigMap."""
 
 
 def _require_knative(cluster: Cluster, report: Report) -> None:
@@ -58,12 +82,28 @@ def platform_options(cluster: Cluster, settings: PlatformSettings) -> ClusterOpt
     return settings.options(recorded_settings(recorded))
 
 
+def ingress_key_copy(original: dict[str, Any], options: ClusterOptions) -> dict[str, Any]:
+    """The platform key's copy in the ingress's namespace (a pod mounts only its own namespace's
+    Secrets): the same ``data`` as ``original``, the Secret in clrk-system."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": options.platform_key_secret,
+            "namespace": INGRESS_NAMESPACE,
+            "labels": {"app.kubernetes.io/part-of": "clrk", "app.kubernetes.io/managed-by": "clrk"},
+        },
+        "type": "Opaque",
+        "data": dict(original.get("data") or {}),
+    }
+
+
 def install(cluster: Cluster, report: Report, settings: PlatformSettings | None = None) -> ClusterOptions:
     """Apply the platform, the generated keys when absent, the gateway's configuration, the
     platform's settings and Knative's feature flags; returns the options installed."""
     _require_knative(cluster, report)
     options = (settings or PlatformSettings()).options()
-    applier = Applier(cluster, ApplyOptions(), report)
+    applier = Applier(cluster, ApplyOptions(platform=options), report)
     objects = install_objects(options)
     for body in objects:
         applier.apply(body, "platform/config")
@@ -74,8 +114,14 @@ def install(cluster: Cluster, report: Report, settings: PlatformSettings | None 
     if secrets is None:
         for body in ca_objects():
             applier.apply(body, "the generated CA")
-    if applier.get(cluster.resource("v1", "Secret"), "clrk-egress-token", SYSTEM_NAMESPACE) is None:
-        applier.apply(token_secret(), "the generated egress token key")
+    secret = cluster.resource("v1", "Secret")
+    if applier.get(secret, options.platform_key_secret, SYSTEM_NAMESPACE) is None:
+        applier.apply(platform_key_secret(options), "the generated platform key")
+    key = applier.get(secret, options.platform_key_secret, SYSTEM_NAMESPACE) or {}
+    applier.apply(ingress_key_copy(key, options), "the platform key, for the ingress")
+    for api_version, kind, namespace, name in RETIRED:
+        body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}}
+        applier.delete(body, "deleted (retired)")
     features = knative_features()
     meta = features["metadata"]
     if applier.get(cluster.resource("v1", "ConfigMap"), meta["name"], meta["namespace"]) is None:

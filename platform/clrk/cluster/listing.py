@@ -2,6 +2,7 @@
 
 A TaskAgent's readiness is its Knative Service's ``Ready`` condition (the operator copies it onto
 the TaskAgent's status; ``clrk apply`` without the operator leaves that empty, so both are read).
+The REASON column also carries the operator's ``SandboxConfined`` condition when it is not True.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from typing import Any
 
 from kubernetes.client import CoreV1Api
 
+from clrk.cluster.confinement import CONDITION
 from clrk.cluster.connecting import Cluster
 from clrk.errors import ClusterError
 
-__all__ = ["AgentRow", "agent_rows", "format_table", "list_agents", "pod_logs", "ready_condition", "wait_ready"]
+__all__ = [
+    "AgentRow",
+    "agent_rows",
+    "format_table",
+    "list_agents",
+    "pod_logs",
+    "ready_condition",
+    "sandbox_notes",
+    "wait_ready",
+]
 
 
 @dataclass(frozen=True)
@@ -52,8 +63,19 @@ def agent_rows(agents: list[dict[str, Any]], services: dict[tuple[str, str], dic
         ready, reason = ready_condition(service)
         url = str(((service or {}).get("status") or {}).get("url", ""))
         image = str(agent.get("spec", {}).get("template", {}).get("spec", {}).get("image", ""))
-        rows.append(AgentRow(key[0], key[1], image, ready, url, reason if ready != "True" else ""))
+        notes = [reason] if ready != "True" and reason else []
+        notes += sandbox_notes(agent)
+        rows.append(AgentRow(key[0], key[1], image, ready, url, "; ".join(notes)))
     return sorted(rows, key=lambda row: (row.namespace, row.name))
+
+
+def sandbox_notes(agent: dict[str, Any]) -> list[str]:
+    """The operator's ``SandboxConfined`` condition (:mod:`~clrk.cluster.confinement`) when it is
+    not True: which Landlock pieces the agent's pods' sandboxes lack, or why that is not known."""
+    for found in (agent.get("status") or {}).get("conditions") or []:
+        if found.get("type") == CONDITION and found.get("status") != "True":
+            return [f"sandbox: {found.get('message') or found.get('reason') or found.get('status')}"]
+    return []
 
 
 def format_table(rows: list[AgentRow], namespaces: bool) -> str:

@@ -6,9 +6,16 @@ server-side applies the result with the same field manager as ``clrk apply`` (``
 never conflict), refreshes its namespace's egress ConfigMaps, and writes back ``status``:
 ``observedGeneration``, ``url`` and a ``Ready`` condition that mirrors the Knative Service's, or
 says why nothing could be compiled. A TaskSchedule becomes its PingSource (owned by it, so the
-garbage collector removes it with the schedule), with a ``Ready`` condition mirroring the
-PingSource's. A policy's change or removal refreshes the egress ConfigMaps of its namespace.
-Objects in other namespaces than their owner's are removed by finalizers.
+garbage collector removes it with the schedule), whose sink is the ingress's schedule route with
+the agent's token (made from the platform key, as ``clrk apply`` makes it), with a ``Ready``
+condition mirroring the PingSource's. A policy's change or removal refreshes the egress ConfigMaps of its namespace;
+its status says whether its Secret is granted to its namespace (:mod:`~clrk.cluster.grants`: an
+ungranted one is left out of the gateway), re-checked every 15 s. A Caller's change or removal
+rewrites its namespace's Role letting the ingress read exactly the Secrets Callers name.
+Objects in other namespaces than their owner's are removed by finalizers. Like ``clrk apply``,
+it gives each agent's namespace its shared objects (NetworkPolicies, the CA, its own keys derived
+from the platform key) and points the gateway's ``secrets`` volume at the Secrets the merged
+injections name.
 
 Agents are compiled for the platform as installed: the operator's flags and ``CLRK_*`` settings
 (``clrk install`` sets ``CLRK_RUNTIME_IMAGE`` and ``CLRK_CLUSTER_DOMAIN`` on its Deployment), else
@@ -23,8 +30,10 @@ from typing import Any
 
 import kopf
 
+from clrk.cluster import confinement
 from clrk.cluster.applying import Applier, ApplyOptions
 from clrk.cluster.connecting import Cluster, connect
+from clrk.cluster.grants import grant_problem
 from clrk.cluster.installing import platform_options
 from clrk.cluster.listing import ready_condition
 from clrk.cluster.planning import LABEL_OWNER, owner_label, tie_to_owner
@@ -32,12 +41,14 @@ from clrk.cluster.reconciling import condition, desired, desired_schedule, egres
 from clrk.errors import ClrkError
 from clrk.manifests import ClusterOptions
 from clrk.manifests.options import PlatformSettings
+from clrk.manifests.schedules import with_schedule_token
 
 __all__ = ["registry", "run_operator"]
 
 registry = kopf.OperatorRegistry()
 _RESOURCE = ("clrk.dev", "v1alpha1", "taskagents")
 _POLICIES = ("clrk.dev", "v1alpha1", "credentialinjectionpolicies")
+_CALLERS = ("clrk.dev", "v1alpha1", "callers")
 _SCHEDULES = ("clrk.dev", "v1alpha1", "taskschedules")
 _KSVC = ("serving.knative.dev/v1", "Service")
 _PING = ("sources.knative.dev/v1", "PingSource")
@@ -155,13 +166,15 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, patch: kopf
     )
     if plan is None:
         return
-    applier = Applier(cluster, ApplyOptions(), logger.info)
+    applier = Applier(cluster, ApplyOptions(platform=_options(memo)), logger.info)
     applier.prepare_namespaces({namespace})
     uids = {("TaskAgent", namespace, name): str(body.metadata.uid)}
     for item in plan.children:
         applier.apply(tie_to_owner(item, uids), f"TaskAgent {namespace}/{name}")
     _refresh_egress(cluster, applier, namespace)
-    patch.status.update(_status(cluster, namespace, name, generation))
+    fresh = _status(cluster, namespace, name, generation)
+    fresh["conditions"] += confinement.kept(dict(body.get("status") or {}).get("conditions") or [])
+    patch.status.update(fresh)
 
 
 @kopf.on.resume(*_SCHEDULES, registry=registry)
@@ -172,13 +185,16 @@ def reconcile_schedule(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, pa
     cluster = _cluster(memo)
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     generation = int(body.metadata.get("generation", 0))
-    plan = _compiled(lambda: desired_schedule(dict(body)), patch, generation, logger)
+    options = _options(memo)
+    plan = _compiled(lambda: desired_schedule(dict(body), options), patch, generation, logger)
     if plan is None:
         return
-    applier = Applier(cluster, ApplyOptions(), logger.info)
+    applier = Applier(cluster, ApplyOptions(platform=options), logger.info)
+    key = applier.platform_key()  # the sink's schedule token is made from it
     uids = {("TaskSchedule", namespace, name): str(body.metadata.uid)}
     for item in plan.children:
-        applier.apply(tie_to_owner(item, uids), f"TaskSchedule {namespace}/{name}")
+        child = with_schedule_token(tie_to_owner(item, uids), key, options)
+        applier.apply(child, f"TaskSchedule {namespace}/{name}")
     patch.status.update(_schedule_status(cluster, namespace, name, generation))
 
 
@@ -194,13 +210,48 @@ def refresh_schedule(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: A
         patch.status.update(fresh)
 
 
+def _policy_status(applier: Applier, body: kopf.Body) -> tuple[dict[str, Any], str | None]:
+    """The policy's status: ``Ready`` when its Secret is granted to its namespace
+    (:mod:`~clrk.cluster.grants`), else ``False``/``SecretNotGranted``; and the problem, if any."""
+    namespace = str(body.metadata.namespace)
+    name = str(((body.get("spec") or {}).get("secretKeyRef") or {}).get("name") or "")
+    problem = grant_problem(name, applier.system_secrets([name])[name], namespace) if name else None
+    if problem is None:
+        ready = condition("True", "SecretGranted", f"Secret {name} is granted to namespace {namespace}")
+    else:
+        problem = f"spec.secretKeyRef.name: {problem}"
+        ready = condition("False", "SecretNotGranted", problem)
+    generation = int(body.metadata.get("generation", 0))
+    return {"observedGeneration": generation, "conditions": [ready]}, problem
+
+
 @kopf.on.resume(*_POLICIES, registry=registry)
 @kopf.on.create(*_POLICIES, registry=registry)
 @kopf.on.update(*_POLICIES, registry=registry)
-def reconcile_policy(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """A policy changes what the gateway injects and which hosts its agents may reach."""
+def reconcile_policy(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, patch: kopf.Patch, **_: Any) -> None:
+    """A policy changes what the gateway injects and which hosts its agents may reach. One whose
+    Secret is not granted to its namespace is left out of the gateway (the merge leaves it out),
+    which its status and an event say."""
     cluster = _cluster(memo)
-    _refresh_egress(cluster, Applier(cluster, ApplyOptions(), logger.info), str(body.metadata.namespace))
+    applier = Applier(cluster, ApplyOptions(), logger.info)
+    status, problem = _policy_status(applier, body)
+    if problem is not None:
+        logger.warning("left out of the gateway: %s", problem)
+    patch.status.update(status)
+    _refresh_egress(cluster, applier, str(body.metadata.namespace))
+
+
+@kopf.timer(*_POLICIES, interval=15.0, idle=5.0, registry=registry)
+def refresh_policy(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, patch: kopf.Patch, **_: Any) -> None:
+    """Follow the grant of the policy's Secret (the admin may create or annotate it later): when
+    it changes, the gateway's configuration is rewritten with or without the injection."""
+    cluster = _cluster(memo)
+    applier = Applier(cluster, ApplyOptions(), logger.info)
+    fresh, _problem = _policy_status(applier, body)
+    stored = [c.get("status") for c in dict(body.get("status") or {}).get("conditions", [])]
+    if [c["status"] for c in fresh["conditions"]] != stored:
+        patch.status.update(fresh)
+        _refresh_egress(cluster, applier, str(body.metadata.namespace))
 
 
 @kopf.on.delete(*_POLICIES, registry=registry)
@@ -212,17 +263,32 @@ def cleanup_policy(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: A
     _refresh_egress(cluster, applier, namespace, gone=("CredentialInjectionPolicy", name))
 
 
+@kopf.on.resume(*_CALLERS, registry=registry)
+@kopf.on.create(*_CALLERS, registry=registry)
+@kopf.on.update(*_CALLERS, registry=registry)
+@kopf.on.delete(*_CALLERS, registry=registry)
+def reconcile_caller(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """The ingress may read exactly the Secrets its namespace's Callers name: rewrite that Role
+    from them (one being deleted, this one included, is left out)."""
+    cluster = _cluster(memo)
+    Applier(cluster, ApplyOptions(), logger.info).sync_caller_access({str(body.metadata.namespace)})
+
+
 @kopf.timer(*_RESOURCE, interval=15.0, idle=5.0, registry=registry)
 def refresh(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
-    """Follow the Knative Service's readiness after the last change."""
+    """Follow the Knative Service's readiness after the last change, and what the pods say of
+    their sandboxes (:mod:`~clrk.cluster.confinement`: read from their logs, once per pod)."""
     status = dict(body.get("status") or {})
-    if any(c.get("reason") == "InvalidSpec" for c in status.get("conditions", [])):
+    stored = status.get("conditions") or []
+    if any(c.get("reason") == "InvalidSpec" for c in stored):
         return
     cluster = _cluster(memo)
-    fresh = _status(
-        cluster, str(body.metadata.namespace), str(body.metadata.name), int(body.metadata.get("generation", 0))
-    )
-    if [c["status"] for c in fresh["conditions"]] != [c.get("status") for c in status.get("conditions", [])]:
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    fresh = _status(cluster, namespace, name, int(body.metadata.get("generation", 0)))
+    if getattr(memo, "sandbox_reports", None) is None:
+        memo.sandbox_reports = {}
+    fresh["conditions"].append(confinement.sandbox_condition(cluster, namespace, name, memo.sandbox_reports, stored))
+    if confinement.summary(fresh["conditions"]) != confinement.summary(stored):
         patch.status.update(fresh)
 
 

@@ -4,7 +4,7 @@ from the API in, the objects to apply out, labelled as ``clrk apply`` labels the
 The compiler is the CLI's; only the input differs. Objects come from the cluster, so there is no
 Dockerfile to read (an agent needs ``spec.template.spec.command``), a policy with no ``agents``
 applies to every agent of its namespace that the cluster holds, and a schedule's agent need not
-exist yet (GitOps tools apply in any order: its PingSource waits for the Knative Service).
+exist yet (GitOps tools apply in any order: its runs get 404 from the ingress until it exists).
 """
 
 from __future__ import annotations
@@ -68,8 +68,10 @@ def desired(body: dict[str, Any], policies: list[dict[str, Any]], options: Clust
     return plan
 
 
-def desired_schedule(body: dict[str, Any]) -> Plan:
-    """What one TaskSchedule object compiles to (its PingSource), labelled as ``clrk apply`` would.
+def desired_schedule(body: dict[str, Any], options: ClusterOptions | None = None) -> Plan:
+    """What one TaskSchedule object compiles to (its PingSource, for the cluster ``options``
+    describe), labelled as ``clrk apply`` would; its sink's token is the placeholder until
+    :func:`~clrk.manifests.schedules.with_schedule_token` puts the real one in.
 
     Raises :class:`~clrk.errors.ClrkError` with the reason when the object does not validate.
     """
@@ -77,7 +79,7 @@ def desired_schedule(body: dict[str, Any]) -> Plan:
     source = f"TaskSchedule {meta.get('namespace')}/{meta.get('name')}"
     schedule: TaskSchedule = _model(body, TaskSchedule, source)
     documents = {f"TaskSchedule/{schedule.ref}": RawDocument(source, body, _NOWHERE)}
-    return plan_apply(Bundle(Manifests(schedules=[schedule], sources=documents)), _apply_set(body))
+    return plan_apply(Bundle(Manifests(schedules=[schedule], sources=documents)), _apply_set(body), options)
 
 
 def condition(status: str, reason: str, message: str, now: datetime.datetime | None = None) -> dict[str, str]:

@@ -4,9 +4,11 @@
 :class:`~clrk.ingress.AgentTarget` and :class:`~clrk.ingress.CallerKey` tables ``clrk dev`` builds
 from files, refreshes them every few seconds, and forwards over HTTP to each agent's Knative
 Service (``<name>.<namespace>.svc.<cluster domain>``). A Caller's ``keySecretRef`` names a Secret
-of the Caller's own namespace: the ingress reads it through the API server (RBAC: ``get`` on
-``secrets``, nothing more; no list, no watch), so no Secret is mounted into its pod. Building the
-tables is pure (:func:`routing_table`); :func:`serve_ingress` is the shell.
+of the Caller's own namespace: the ingress reads it through the API server, so no Secret is mounted
+into its pod, and it may ``get`` exactly the Secrets Callers name (Role ``clrk-ingress-callers`` of
+their namespace, which ``clrk apply`` and the operator write: :mod:`~clrk.cluster.grants`); no
+list, no watch. A Caller whose Secret it may not (yet) read is left out, with a log line saying
+why. Building the tables is pure (:func:`routing_table`); :func:`serve_ingress` is the shell.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import uvicorn
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from clrk.api import Caller, TaskAgent
 from clrk.cluster.connecting import Cluster
+from clrk.cluster.grants import CALLER_SECRETS_ROLE
 from clrk.errors import ClusterError
 from clrk.ingress import AgentTarget, CallerKey, CallerKeys, HttpForwarder, IngressSettings, caller_key, create_app
 from clrk_runtime.server.protocols import http_protocol
@@ -92,6 +96,30 @@ def _items(cluster: Cluster, kind: str) -> list[dict[str, Any]]:
     return [dict(item.to_dict()) for item in listing.items]
 
 
+def _read_secret(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Secret, or None (logged) when it is missing or the ingress may not read it; an
+    unreachable API server raises, so that the last tables are kept."""
+    resource = cluster.resource("v1", "Secret")
+    with cluster.calling(f"Secret {namespace}/{name}"):
+        try:
+            return dict(resource.get(name=name, namespace=namespace).to_dict())
+        except ApiException as exc:
+            if exc.status == 404:
+                log.warning("Secret %s/%s does not exist", namespace, name)
+            elif exc.status == 403:
+                log.warning(
+                    "Secret %s/%s is not readable by the ingress: Role %s/%s grants it only the Secrets "
+                    "the namespace's Callers name, as `clrk apply` or the operator last wrote them",
+                    namespace,
+                    name,
+                    namespace,
+                    CALLER_SECRETS_ROLE,
+                )
+            else:
+                log.warning("Secret %s/%s cannot be read: HTTP %s %s", namespace, name, exc.status, exc.reason)
+            return None
+
+
 def secret_reader(cluster: Cluster) -> SecretReader:
     """Reads Secret keys through the API server, each Secret at most once per reader; a Secret
     that is missing or cannot be read is logged and counts as absent."""
@@ -99,11 +127,7 @@ def secret_reader(cluster: Cluster) -> SecretReader:
 
     def read(namespace: str, name: str, key: str) -> str | None:
         if (namespace, name) not in seen:
-            try:
-                seen[(namespace, name)] = cluster.read(cluster.resource("v1", "Secret"), name, namespace)
-            except ClusterError as exc:
-                log.warning("Secret %s/%s cannot be read: %s", namespace, name, exc)
-                seen[(namespace, name)] = None
+            seen[(namespace, name)] = _read_secret(cluster, namespace, name)
         encoded = ((seen[(namespace, name)] or {}).get("data") or {}).get(key)
         if encoded is None:
             return None
@@ -128,7 +152,10 @@ async def serve_ingress(
     settings: IngressSettings, cluster: Cluster, cluster_domain: str, interval: float = 5.0
 ) -> None:
     """Serve until SIGTERM, re-reading the tables every ``interval`` seconds."""
-    forwarder = HttpForwarder({}, cluster_domain)
+    # Read once, before serving: every forwarded request is signed with its namespace's key, and
+    # a PingSource's run is let in by the schedule token this key makes for its agent.
+    platform_key = await asyncio.to_thread(settings.platform_key)
+    forwarder = HttpForwarder({}, cluster_domain, platform_key)
     callers = CallerKeys(open_mode=settings.open_mode)
     refresh(cluster, forwarder, callers)  # fail at start when the cluster is unusable
     log.info("routing %d agent(s); auth: %s", len(forwarder.targets()), "open" if callers.open_mode else "keys")
@@ -141,7 +168,7 @@ async def serve_ingress(
             except ClusterError as exc:
                 log.error("could not refresh the routing table, keeping the last one: %s", exc)
 
-    app = create_app(forwarder, callers, settings)
+    app = create_app(forwarder, callers, settings, schedule_key=platform_key)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -87,7 +87,7 @@ def compile_bundle(bundle: Bundle, options: ClusterOptions | None = None) -> lis
     for agent in manifests.agents:
         out.append(knative_service(agent, bundle.argv(agent), options))
         out.append(ingress_service(agent))
-    out += [ping_source(schedule) for schedule in manifests.schedules]
+    out += [ping_source(schedule, options) for schedule in manifests.schedules]
     out += egress_configmaps(manifests)
     out += manifests.passthrough
     return out

@@ -1,4 +1,4 @@
-"""Compile TaskAgents and TaskSchedules into Knative objects. Pure functions, no I/O.
+"""Compile TaskAgents into Knative objects (TaskSchedules: :mod:`.schedules`). Pure functions, no I/O.
 
 A TaskAgent becomes a Knative Service whose pod runs our runtime shim in the agent's own image:
 an init container copies the shim (a self-contained tree) into an emptyDir, and the agent's
@@ -24,11 +24,16 @@ agent's process tree and remove what it left (``SHIM_CAPABILITIES``; a test runs
 with only those): every other capability is dropped, privilege escalation is off, seccomp is
 RuntimeDefault, and ``runAsNonRoot: false`` is said outright (Knative's ``secure-pod-defaults``
 would otherwise set it to true, and kubelet would refuse to start a root container). That split is
-what keeps the egress token key (mounted for the shim, mode 0400) out of the agent's reach. Knative
-must allow init containers, added capabilities, a pod securityContext and emptyDir volumes
-(``clrk install`` sets those feature flags). The pod needs the ``baseline`` Pod Security level
+what keeps the namespace's keys (mounted for the shim, mode 0400: :mod:`.tenancy`) out of the
+agent's reach. Knative must allow init containers, added capabilities, a pod securityContext and
+emptyDir volumes (``clrk install`` sets those feature flags). The pod needs the ``baseline`` Pod Security level
 (its added capabilities are all on baseline's list; ``restricted`` forbids root and any added
 capability but NET_BIND_SERVICE): ``clrk apply`` labels agent namespaces so.
+
+Reachability. The Service carries ``networking.knative.dev/visibility: cluster-local``: Knative
+publishes it inside the cluster only, where the clrk ingress calls it; the shim refuses requests
+the ingress did not sign (``CLRK_REQUEST_KEY_FILE``); the namespace's NetworkPolicies
+(:mod:`.tenancy`) say who may connect to the pod.
 
 Storage. Plain sandboxes keep their HOME, TMPDIR and work folder under the shim's temp root: an
 emptyDir with a ``sizeLimit`` (:data:`SANDBOX_DIR`, ``CLRK_TEMP_ROOT``), not the pod's 64 MiB
@@ -45,8 +50,9 @@ from datetime import timedelta
 from typing import Any
 
 from clrk.api import TaskAgent
-from clrk.api.schedules import TaskSchedule
-from clrk.manifests.options import RUNTIME_RESOURCES, ClusterOptions
+from clrk.manifests.options import INGRESS_NAMESPACE, RUNTIME_RESOURCES, ClusterOptions
+from clrk.manifests.schedules import ping_source
+from clrk.manifests.tenancy import AGENT_KEYS_DIR, CLUSTER_LOCAL, VISIBILITY_LABEL, key_files
 
 __all__ = [
     "INGRESS_NAMESPACE",
@@ -62,8 +68,6 @@ __all__ = [
 ]
 
 SANDBOXES_PER_POD = 4
-INGRESS_NAMESPACE = "clrk"
-"""Where the ingress and the per-agent ``clrk-<namespace>-<name>`` Services live (callers' side)."""
 SANDBOX_DIR = "/var/lib/clrk/sandboxes"
 """The shim's temp root in an agent pod: an emptyDir of its own."""
 
@@ -74,7 +78,6 @@ killing their processes, handing them their directories and removing what they l
 those uids, which no capability follows across the exec."""
 _RUNTIME_DIR = "/opt/clrk"
 _CA_DIR = "/var/run/clrk/ca"
-_TOKEN_DIR = "/var/run/clrk/egress-token"  # noqa: S105 (a path, not a secret)
 _MANAGED = {"app.kubernetes.io/managed-by": "clrk"}
 
 
@@ -137,7 +140,7 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
         "CLRK_AGENT_ENV": json.dumps(agent.env, separators=(",", ":")),
         "CLRK_EGRESS_PROXY": options.egress_proxy,
         "CLRK_CA_BUNDLE": f"{_CA_DIR}/ca-bundle.crt",
-        "CLRK_EGRESS_TOKEN_KEY_FILE": f"{_TOKEN_DIR}/key",
+        **key_files(),
         "CLRK_TEMP_ROOT": SANDBOX_DIR,
     }
     resources = spec.resources.as_kubernetes() if spec.resources is not None else options.agent_resources
@@ -154,7 +157,7 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
         "volumeMounts": [
             {"name": "clrk-runtime", "mountPath": _RUNTIME_DIR, "readOnly": True},
             {"name": "clrk-ca", "mountPath": _CA_DIR, "readOnly": True},
-            {"name": "clrk-egress-token", "mountPath": _TOKEN_DIR, "readOnly": True},
+            {"name": "clrk-keys", "mountPath": AGENT_KEYS_DIR, "readOnly": True},
             {"name": "clrk-sandboxes", "mountPath": SANDBOX_DIR},
         ],
         "securityContext": {
@@ -190,7 +193,7 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
         "metadata": {
             "name": agent.metadata.name,
             "namespace": agent.metadata.namespace,
-            "labels": _labels(agent),
+            "labels": {**_labels(agent), VISIBILITY_LABEL: CLUSTER_LOCAL},
         },
         "spec": {
             "template": {
@@ -208,8 +211,8 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
                         {"name": "clrk-runtime", "emptyDir": {}},
                         {"name": "clrk-ca", "configMap": {"name": options.ca_configmap}},
                         {
-                            "name": "clrk-egress-token",
-                            "secret": {"secretName": options.token_secret, "defaultMode": 0o400},
+                            "name": "clrk-keys",
+                            "secret": {"secretName": options.agent_keys_secret, "defaultMode": 0o400},
                         },
                         {"name": "clrk-sandboxes", "emptyDir": {"sizeLimit": options.sandbox_size}},
                     ],
@@ -235,38 +238,5 @@ def ingress_service(agent: TaskAgent) -> dict[str, Any]:
         "spec": {
             "selector": {"app.kubernetes.io/name": "clrk-ingress"},
             "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
-        },
-    }
-
-
-def ping_source(schedule: TaskSchedule) -> dict[str, Any]:
-    """The ``sources.knative.dev/v1`` PingSource that invokes the schedule's agent. Its events
-    have Knative's type and source (:data:`~clrk.api.schedules.SCHEDULE_EVENT_TYPE`), which
-    ``clrk dev`` copies; the time zone is explicit, a ``CRON_TZ=`` prefix moved into it."""
-    spec = schedule.spec
-    return {
-        "apiVersion": "sources.knative.dev/v1",
-        "kind": "PingSource",
-        "metadata": {
-            "name": schedule.metadata.name,
-            "namespace": schedule.metadata.namespace,
-            "labels": {
-                "clrk.dev/agent": spec.agent,
-                "clrk.dev/schedule": schedule.metadata.name,
-                **_MANAGED,
-            },
-        },
-        "spec": {
-            "schedule": spec.cron,
-            "timezone": spec.zone,
-            "contentType": "application/json",
-            "data": json.dumps(spec.data, separators=(",", ":"), sort_keys=True),
-            "sink": {
-                "ref": {
-                    "apiVersion": "serving.knative.dev/v1",
-                    "kind": "Service",
-                    "name": spec.agent,
-                }
-            },
         },
     }

@@ -1,7 +1,9 @@
 """Where the platform's pieces are in a cluster, and the one place that holds their defaults.
 
 :class:`ClusterOptions` is what the compiler and ``clrk install`` need to know about a cluster:
-its DNS domain, the three images clrk runs, and the defaults of an agent pod. The defaults below
+its DNS domain, the three images clrk runs, where Knative runs the pieces that call agent pods
+(its activator and autoscaler, the networking layer's gateway: only those may connect to them),
+and the defaults of an agent pod. The defaults below
 are the only spelling of each in Python; ``platform/config`` repeats the images and the domain
 for ``kubectl apply -k`` (a unit test keeps the two equal). Flags and ``CLRK_*`` settings override
 them (:class:`PlatformSettings`), and ``clrk install`` records what it
@@ -23,9 +25,12 @@ from clrk.manifests.policies import SYSTEM_NAMESPACE
 __all__ = [
     "DEFAULT_AGENT_RESOURCES",
     "DEFAULT_CLUSTER_DOMAIN",
+    "DEFAULT_KNATIVE_GATEWAY_NAMESPACE",
+    "DEFAULT_KNATIVE_NAMESPACE",
     "DEFAULT_REGISTRY",
     "DEFAULT_SANDBOX_SIZE",
     "EGRESS_PORT",
+    "INGRESS_NAMESPACE",
     "PLATFORM_KEYS",
     "RUNTIME_RESOURCES",
     "ClusterOptions",
@@ -37,6 +42,13 @@ DEFAULT_REGISTRY = "ghcr.io/clrk-dev"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 """Kubernetes' default cluster domain (kubelet's ``--cluster-domain``)."""
 EGRESS_PORT = 3128
+INGRESS_NAMESPACE = "clrk"
+"""Where the ingress and the per-agent ``clrk-<namespace>-<name>`` Services live (callers' side)."""
+DEFAULT_KNATIVE_NAMESPACE = "knative-serving"
+"""Where Knative Serving runs its activator and autoscaler (its install YAML's namespace)."""
+DEFAULT_KNATIVE_GATEWAY_NAMESPACE = "kourier-system"
+"""Where the networking layer's gateway runs: Kourier's, the layer Knative's install guide picks
+first (``istio-system`` for Istio, ``contour-internal`` for Contour)."""
 
 DEFAULT_AGENT_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "500m", "memory": "1Gi"},
@@ -71,8 +83,17 @@ class ClusterOptions:
     egress_image: str = field(default_factory=lambda: default_image("egress"))
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     """The cluster's DNS domain: Services are ``<name>.<namespace>.svc.<cluster_domain>``."""
+    knative_namespace: str = DEFAULT_KNATIVE_NAMESPACE
+    """Knative Serving's namespace: its activator may call agent pods, its autoscaler read their
+    queue-proxy's metrics."""
+    knative_gateway_namespace: str = DEFAULT_KNATIVE_GATEWAY_NAMESPACE
+    """The networking layer's namespace: its gateway pods may call agent pods."""
     ca_configmap: str = "clrk-ca"
-    token_secret: str = "clrk-egress-token"  # noqa: S105 (a Secret's name)
+    platform_key_secret: str = "clrk-platform-key"  # noqa: S105 (a Secret's name)
+    """In clrk-system only (key ``key``): mounted by the ingress and the gateway, read by
+    ``clrk apply`` and the operator to derive each agent namespace's keys."""
+    agent_keys_secret: str = "clrk-agent-keys"  # noqa: S105 (a Secret's name)
+    """In each agent namespace: that namespace's ``proxy-token`` and ``request`` keys."""
     agent_resources: dict[str, dict[str, str]] = field(default_factory=lambda: DEFAULT_AGENT_RESOURCES)
     sandbox_size: str = DEFAULT_SANDBOX_SIZE
 
@@ -101,11 +122,14 @@ PLATFORM_KEYS = {
     "runtimeImage": "runtime_image",
     "ingressImage": "ingress_image",
     "egressImage": "egress_image",
+    "knativeNamespace": "knative_namespace",
+    "knativeGatewayNamespace": "knative_gateway_namespace",
 }
 """The keys of ConfigMap ``clrk-platform`` → the :class:`ClusterOptions` field each sets."""
 
 
 _DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class PlatformSettings(BaseSettings):
@@ -123,6 +147,10 @@ class PlatformSettings(BaseSettings):
     """``CLRK_INGRESS_IMAGE``: the ingress and the operator [ghcr.io/clrk-dev/clrk-ingress:<version>]."""
     egress_image: str | None = None
     """``CLRK_EGRESS_IMAGE``: the egress gateway [ghcr.io/clrk-dev/clrk-egress:<version>]."""
+    knative_namespace: str | None = None
+    """``CLRK_KNATIVE_NAMESPACE``: Knative Serving's activator and autoscaler [knative-serving]."""
+    knative_gateway_namespace: str | None = None
+    """``CLRK_KNATIVE_GATEWAY_NAMESPACE``: the networking layer's gateway [kourier-system]."""
 
     @field_validator("cluster_domain")
     @classmethod
@@ -133,6 +161,13 @@ class PlatformSettings(BaseSettings):
         if not _DOMAIN.match(domain):
             raise ValueError(f"expected a DNS domain like 'cluster.local', found {value!r}")
         return domain
+
+    @field_validator("knative_namespace", "knative_gateway_namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        if value is not None and not _NAMESPACE.match(value):
+            raise ValueError(f"expected a namespace name like 'knative-serving', found {value!r}")
+        return value
 
     def options(self, recorded: dict[str, Any] | None = None) -> ClusterOptions:
         """These settings over ``recorded`` (field name → value) over the defaults."""

@@ -5,13 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
+from clrk.cluster import connect
+from clrk.cluster.routing import refresh
 from clrk.errors import ClusterError
+from clrk.ingress import CallerKeys, HttpForwarder, IngressSettings, create_app
 from clrk.manifests.compiling import ingress_service_name
 from clrk.manifests.documents import dump_all, load_all
-from tests.support.kube import Kube, cli_app, write_agent
+from clrk_runtime.protocol.keys import schedule_token
+from tests.support.kube import Kube, cli_app, platform_key, write_agent
 
 KSVC = ("serving.knative.dev/v1", "Service")
 TA = ("clrk.dev/v1alpha1", "TaskAgent")
@@ -41,8 +46,9 @@ def test_apply_creates_agent_and_what_it_compiles_to(kube: Kube, namespace: str,
     assert merged and f'"{namespace}/bot"' in merged["data"]["config.json"]
     ca = kube.read("v1", "ConfigMap", "clrk-ca", namespace)
     assert ca and "BEGIN CERTIFICATE" in ca["data"]["ca-bundle.crt"]
-    token = kube.read("v1", "Secret", "clrk-egress-token", namespace)
-    assert token and "key" in token["data"]
+    keys = kube.read("v1", "Secret", "clrk-agent-keys", namespace)
+    assert keys and set(keys["data"]) == {"proxy-token", "request"}
+    assert kube.read("v1", "Secret", "clrk-egress-token", namespace) is None, "the platform key is not copied"
     assert kube.read("networking.k8s.io/v1", "NetworkPolicy", "clrk-agents", namespace)
 
 
@@ -210,7 +216,49 @@ def test_schedules_become_owned_ping_sources(kube: Kube, namespace: str, tmp_pat
     schedule = kube.read("clrk.dev/v1alpha1", "TaskSchedule", "nightly", namespace)
     assert ping and schedule
     assert ping["metadata"]["ownerReferences"][0]["uid"] == schedule["metadata"]["uid"]
-    assert ping["spec"]["sink"]["ref"]["name"] == "bot"
+    # Agent pods refuse what the ingress did not sign, and a PingSource sends no header of its
+    # own: it posts to the ingress, with the token the installed platform key makes for "bot".
+    token = schedule_token(platform_key(kube), namespace, "bot")
+    assert ping["spec"]["sink"] == {
+        "uri": f"http://clrk-ingress.clrk.svc.cluster.local/_clrk/schedules/{namespace}/bot/{token}"
+    }
+    assert "TOKEN-FILLED-IN-AT-APPLY" not in str(kube.clrk("apply", "-f", str(path)).output)
+    again = kube.read("sources.knative.dev/v1", "PingSource", "nightly", namespace)
+    assert again and again["metadata"]["resourceVersion"] == ping["metadata"]["resourceVersion"], "re-apply: no-op"
+
+
+async def test_the_stored_sink_url_is_what_the_ingress_lets_in(kube: Kube, namespace: str, tmp_path: Path) -> None:
+    """The ingress as `clrk ingress` builds it (tables from the API server, the installed platform
+    key) takes the stored sink URL's path and tries the agent; a token changed by one character,
+    or moved to another agent, gets 404."""
+    path = write_agent(tmp_path, namespace)
+    path.write_text(path.read_text() + SCHEDULE.format(namespace=namespace))
+    kube.clrk("apply", "-f", str(path))
+    ping = kube.read("sources.knative.dev/v1", "PingSource", "nightly", namespace)
+    assert ping
+    sink = httpx.URL(ping["spec"]["sink"]["uri"])
+    key = platform_key(kube)
+    forwarder, callers = HttpForwarder({}, "cluster.local", key), CallerKeys()
+    refresh(connect(kube.kubeconfig), forwarder, callers)
+    app = create_app(forwarder, callers, IngressSettings(host="0.0.0.0"), schedule_key=key)
+    event = {
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": "a1",
+        "ce-source": f"/apis/v1/namespaces/{namespace}/pingsources/nightly",
+        "ce-type": "dev.knative.sources.ping",
+    }
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as client:
+        # No Knative here: the agent's address does not resolve, so a let-in run ends in 503.
+        let_in = await client.post(sink.path, headers=event, content=b'{"report":true}')
+        assert (let_in.status_code, let_in.json()["error"]["type"]) == (503, "agent_unavailable"), let_in.text
+        prefix, token = sink.path.rsplit("/", 1)
+        tampered = f"{prefix}/{token[:-1]}{'A' if token[-1] != 'A' else 'B'}"
+        elsewhere = sink.path.replace(f"/{namespace}/bot/", f"/{namespace}/other/")
+        for wrong in (tampered, elsewhere):
+            refused = await client.post(wrong, headers=event, content=b'{"report":true}')
+            assert (refused.status_code, refused.json()["error"]["type"]) == (404, "unknown_schedule"), wrong
+    await forwarder.aclose()
 
 
 def test_unknown_kinds_say_what_to_install(kube: Kube, namespace: str, tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """`clrk ingress` in a cluster: its tables come from the API server's TaskAgents and Callers, and a
 Caller's keySecretRef from its Secret, read with the ingress's own RBAC (its ServiceAccount
-impersonated: the ClusterRole `clrk install` applies is what is tested)."""
+impersonated: the ClusterRole `clrk install` applies and the Role `clrk apply` writes beside the
+Callers are what is tested)."""
 
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import httpx
@@ -36,19 +38,14 @@ async def test_routes_and_keys_follow_the_cluster(kube: Kube, namespace: str, tm
         },
         manager="test",
     )
+    # Through `clrk apply`, which lets the ingress read the Secret the second one names.
     for name, spec in {
         "by-digest": {"keySha256": key_digest("digest-key"), "agents": ["bot"]},
         "by-secret": {"keySecretRef": {"name": "callers", "key": "ops"}, "agents": ["*"]},
     }.items():
-        kube.apply_raw(
-            {
-                "apiVersion": "clrk.dev/v1alpha1",
-                "kind": "Caller",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": spec,
-            },
-            manager="test",
-        )
+        body = {"apiVersion": "clrk.dev/v1alpha1", "kind": "Caller", "metadata": {"name": name, "namespace": namespace}}
+        (tmp_path / "m" / f"{name}.yaml").write_text(json.dumps({**body, "spec": spec}))
+    kube.clrk("apply", "-f", str(tmp_path / "m"))
     ingress = as_ingress(kube)
     forwarder = HttpForwarder({}, "cluster.local")
     callers = CallerKeys()

@@ -14,7 +14,8 @@ from kopf.testing import KopfRunner
 
 from clrk.cluster.operating import registry
 from clrk.manifests.compiling import ingress_service_name
-from tests.support.kube import Kube
+from clrk_runtime.protocol.keys import schedule_token
+from tests.support.kube import Kube, platform_key
 
 TA = ("clrk.dev/v1alpha1", "TaskAgent")
 TS = ("clrk.dev/v1alpha1", "TaskSchedule")
@@ -119,7 +120,12 @@ def test_operator_reconciles_a_kubectl_applied_schedule(
         live = kube.read(*TS, "morning", namespace)
         assert live and ping["metadata"]["ownerReferences"][0]["uid"] == live["metadata"]["uid"]
         assert (ping["spec"]["schedule"], ping["spec"]["timezone"]) == ("30 7 * * mon-fri", "Europe/Paris")
-        assert ping["spec"]["data"] == '{"report":true}' and ping["spec"]["sink"]["ref"]["name"] == "bot"
+        assert ping["spec"]["data"] == '{"report":true}'
+        # To the ingress, with the token the installed platform key makes for this agent alone.
+        token = schedule_token(platform_key(kube), namespace, "bot")
+        assert ping["spec"]["sink"] == {
+            "uri": f"http://clrk-ingress.clrk.svc.cluster.local/_clrk/schedules/{namespace}/bot/{token}"
+        }
         assert ping["metadata"]["labels"]["clrk.dev/apply-set"] == "gitops"
         status = eventually(lambda: (kube.read(*TS, "morning", namespace) or {}).get("status", {}).get("conditions"))
         assert status[0]["type"] == "Ready" and status[0]["status"] == "Unknown"  # no Eventing controller here

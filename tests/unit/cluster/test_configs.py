@@ -52,13 +52,18 @@ def test_install_objects_start_with_the_generated_crds() -> None:
     assert ingress["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 8080
 
 
-def test_only_the_egress_mounts_secrets() -> None:
+def test_only_the_gateway_and_the_ingress_mount_secrets_and_only_their_own() -> None:
+    mounted = {}
     for body in install_objects():
         if body["kind"] != "Deployment":
             continue
         volumes = body["spec"]["template"]["spec"].get("volumes", [])
-        has_secret = any("secret" in v for v in volumes)
-        assert has_secret == (body["metadata"]["name"] == "clrk-egress"), body["metadata"]["name"]
+        mounted[body["metadata"]["name"]] = {v["secret"]["secretName"] for v in volumes if "secret" in v}
+    assert mounted == {
+        "clrk-egress": {"clrk-ca-key", "clrk-platform-key"},
+        "clrk-ingress": {"clrk-platform-key"},
+        "clrk-operator": set(),
+    }
 
 
 def test_knative_flags_the_compiled_pods_need() -> None:
@@ -72,7 +77,7 @@ def test_knative_flags_the_compiled_pods_need() -> None:
 
 
 def test_agent_pods_reach_only_egress_and_dns() -> None:
-    (policy,) = agent_namespace_objects("team")
+    policy, _ingress = agent_namespace_objects("team")
     assert policy["metadata"]["namespace"] == "team" and policy["spec"]["policyTypes"] == ["Egress"]
     gateway, dns = policy["spec"]["egress"]
     assert all(rule.get("to") and rule.get("ports") for rule in (gateway, dns)), "no rule opens everything"
@@ -99,7 +104,7 @@ def test_agent_pods_reach_only_egress_and_dns() -> None:
 
 
 def test_the_kube_dns_cluster_ip_joins_the_dns_peers() -> None:
-    (policy,) = agent_namespace_objects("team", ["10.96.0.10", "fd00::a"])
+    policy, _ingress = agent_namespace_objects("team", ["10.96.0.10", "fd00::a"])
     peers = policy["spec"]["egress"][-1]["to"]
     assert {"ipBlock": {"cidr": "10.96.0.10/32"}} in peers and {"ipBlock": {"cidr": "fd00::a/128"}} in peers
 
@@ -155,12 +160,16 @@ def test_the_static_images_are_the_defaults_and_install_sets_them() -> None:
         "runtimeImage": "reg.corp/runtime:1",
         "ingressImage": "reg.corp/ingress:1",
         "egressImage": "reg.corp/egress:1",
+        "knativeNamespace": "knative-serving",
+        "knativeGatewayNamespace": "kourier-system",
     }
     assert recorded_settings(platform_configmap(options)) == {
         "cluster_domain": "corp.internal",
         "runtime_image": "reg.corp/runtime:1",
         "ingress_image": "reg.corp/ingress:1",
         "egress_image": "reg.corp/egress:1",
+        "knative_namespace": "knative-serving",
+        "knative_gateway_namespace": "kourier-system",
     }
 
 
@@ -189,10 +198,10 @@ def test_agent_namespaces_get_the_level_their_pods_need() -> None:
         pod_security_labels("team", {POD_SECURITY_ENFORCE: "restricted"})
 
 
-def test_the_ingress_may_get_secrets_and_nothing_more() -> None:
+def test_the_ingress_gets_no_secret_from_its_cluster_role() -> None:
+    # Callers' Secrets: a Role per namespace, by name (tests/unit/cluster/test_grants.py).
     role = next(o for o in install_objects() if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "clrk-ingress")
-    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
-    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert [r for r in role["rules"] if "secrets" in r["resources"]] == []
 
 
 def test_the_egress_config_the_gateway_mounts_is_required() -> None:

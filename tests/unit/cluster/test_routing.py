@@ -6,10 +6,12 @@ import logging
 
 import pytest
 import uvicorn
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.resource import ResourceInstance
 
-from clrk.cluster import routing
+from clrk.cluster import Cluster, routing
 from clrk.cluster.routing import routing_table, secret_reader
-from clrk.errors import ClusterError
 from clrk.ingress import AgentTarget, HttpForwarder, IngressSettings, key_digest
 
 
@@ -83,35 +85,45 @@ async def test_the_cluster_ingress_serves_with_the_platforms_protocol(monkeypatc
     assert getattr(config.http, "head_timeout_seconds", None) == 3.5
 
 
-class _FakeCluster:
-    """Answers Secret reads as the API server would: a body, a 404 (None) or a 403."""
+class _FakeSecrets:
+    """Answers Secret GETs as the API server would: a body, a 404 or a 403."""
 
     def __init__(self, secrets: dict[tuple[str, str], dict[str, str]], forbidden: set[str]) -> None:
         self.secrets, self.forbidden, self.reads = secrets, forbidden, 0
 
-    def resource(self, api_version: str, kind: str) -> str:
-        return f"{api_version}/{kind}"
-
-    def read(self, resource: str, name: str, namespace: str) -> dict[str, object] | None:
+    def get(self, name: str, namespace: str) -> ResourceInstance:
         self.reads += 1
         if namespace in self.forbidden:
-            raise ClusterError(f"Secret {namespace}/{name}: not allowed")
+            raise ApiException(status=403, reason="Forbidden")
         data = self.secrets.get((namespace, name))
-        return None if data is None else {"data": data}
+        if data is None:
+            raise ApiException(status=404, reason="Not Found")
+        return ResourceInstance(None, {"kind": "Secret", "data": data})  # type: ignore[no-untyped-call]
+
+
+class _FakeCluster(Cluster):
+    def __init__(self, secrets: _FakeSecrets) -> None:
+        super().__init__(ApiClient(), "test")
+        self.secrets = secrets
+
+    def resource(self, api_version: str, kind: str) -> _FakeSecrets:
+        return self.secrets
 
 
 def test_secret_reader_decodes_and_reads_each_secret_once(caplog: pytest.LogCaptureFixture) -> None:
     encoded = base64.b64encode(b"the-key\n").decode()
-    cluster = _FakeCluster({("team", "callers"): {"ops": encoded, "bin": base64.b64encode(b"\xff").decode()}}, {"x"})
-    read = secret_reader(cluster)  # type: ignore[arg-type]
+    secrets = _FakeSecrets({("team", "callers"): {"ops": encoded, "bin": base64.b64encode(b"\xff").decode()}}, {"x"})
+    read = secret_reader(_FakeCluster(secrets))
     assert read("team", "callers", "ops") == "the-key", "a trailing newline (kubectl --from-file) is not the key"
     assert read("team", "callers", "missing") is None
-    assert cluster.reads == 1, "one GET per Secret per refresh"
-    assert read("team", "absent", "ops") is None
+    assert secrets.reads == 1, "one GET per Secret per refresh"
     with caplog.at_level(logging.WARNING, logger="clrk.ingress"):
+        assert read("team", "absent", "ops") is None
         assert read("x", "callers", "ops") is None
         assert read("team", "callers", "bin") is None
-    assert "Secret x/callers cannot be read" in caplog.text and "not UTF-8" in caplog.text
+    assert "Secret team/absent does not exist" in caplog.text
+    assert "Secret x/callers is not readable by the ingress: Role x/clrk-ingress-callers" in caplog.text
+    assert "not UTF-8" in caplog.text
 
 
 def test_the_forwarder_follows_the_cluster_domain() -> None:
