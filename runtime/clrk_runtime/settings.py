@@ -157,5 +157,11 @@ class RuntimeSettings(BaseSettings):
         if self.egress_token_key is not None:
             return self.egress_token_key.get_secret_value().encode()
         if self.egress_token_key_file is not None:
-            return self.egress_token_key_file.read_bytes().strip()
+            try:
+                return self.egress_token_key_file.read_bytes().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"egress_token_key_file (CLRK_EGRESS_TOKEN_KEY_FILE): cannot read {self.egress_token_key_file}:"
+                    f" {exc.strerror}"
+                ) from None
         return None

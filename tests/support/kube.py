@@ -4,6 +4,8 @@ and the CLI's cluster commands, as the tests in ``tests/integration/cluster`` dr
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,22 @@ from typer.testing import CliRunner, Result
 
 from clrk.cli import cluster as commands
 from clrk.cluster import Cluster
+from clrk.cluster.connecting import connect
 from clrk.cluster.installing import wait_established
 from clrk.manifests.documents import load_all
 from tests.support.envtest import EnvTest
 
-__all__ = ["AGENT", "Kube", "cli_app", "install_knative", "knative_crds", "platform_key", "write_agent"]
+__all__ = [
+    "AGENT",
+    "Kube",
+    "cli_app",
+    "eventually",
+    "impersonating",
+    "install_knative",
+    "knative_crds",
+    "platform_key",
+    "write_agent",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_CRDS = REPO / "tests" / "data" / "crds"
@@ -54,6 +67,24 @@ class Kube:
     def apply_raw(self, body: dict[str, Any], manager: str, force: bool = False) -> dict[str, Any]:
         resource = self.cluster.resource(body["apiVersion"], body["kind"])
         return dict(resource.server_side_apply(body=body, field_manager=manager, force_conflicts=force).to_dict())
+
+
+def eventually(check: Callable[[], Any], timeout: float = 40.0) -> Any:
+    """``check()``'s first truthy value, asked every 0.2 s (the operator acts on its own time);
+    AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not true after {timeout:g}s")
+
+
+def impersonating(kube: Kube, user: str) -> Cluster:
+    """A client of the test cluster acting as ``user`` (a service account's RBAC, tested as is)."""
+    cluster = connect(kube.kubeconfig)
+    cluster.api.set_default_header("Impersonate-User", user)  # type: ignore[no-untyped-call]
+    return cluster
 
 
 def platform_key(kube: Kube) -> bytes:

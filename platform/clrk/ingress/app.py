@@ -50,6 +50,7 @@ from clrk_runtime.protocol.headers import (
     INVOCATION_HEADER,
     TIMEOUT_HEADER,
     RepeatedHeader,
+    decimal,
     request_headers,
 )
 from clrk_runtime.protocol.ids import new_invocation_id
@@ -122,15 +123,14 @@ def _deadline(headers: Mapping[str, str], target: AgentTarget) -> float:
     value = headers.get(_TIMEOUT)
     if value is None:
         return target.timeout
-    # ASCII digits only, and few enough for int(): "²".isdigit() is true, and int() refuses
-    # more than 4300 digits; either would otherwise end as a 500.
-    if not (value.isascii() and value.isdigit() and len(value) <= 15) or int(value) < 1:
+    milliseconds = decimal(value, 15)
+    if not milliseconds:
         raise Problem(
             400,
             "invalid_timeout",
             f"header {TIMEOUT_HEADER}: expected a positive integer of milliseconds",
         )
-    return min(target.timeout, int(value) / 1000)
+    return min(target.timeout, milliseconds / 1000)
 
 
 async def _body(request: Request, limit: int, patience: float) -> bytes:
@@ -154,6 +154,13 @@ async def _body(request: Request, limit: int, patience: float) -> bytes:
             {"Connection": "close"},
         ) from None
     return b"".join(chunks)
+
+
+def _only_post(request: Request, where: str, does: str) -> None:
+    """405 with ``Allow: POST`` for any other method (its message never echoes the path, which
+    may hold a schedule token)."""
+    if request.method != "POST":
+        raise Problem(405, "method_not_allowed", f"{request.method} {where}: only POST {does}", {"Allow": "POST"})
 
 
 def _scheduled(schedule_key: bytes | None, namespace: str, agent: str, token: str) -> bool:
@@ -244,13 +251,7 @@ def create_app(
         return response
 
     async def invoke(request: Request) -> Response:
-        if request.method != "POST":
-            raise Problem(
-                405,
-                "method_not_allowed",
-                f"{request.method} /: only POST invokes an agent",
-                {"Allow": "POST"},
-            )
+        _only_post(request, "/", "invokes an agent")
 
         def admit(given: Mapping[str, str]) -> tuple[AgentTarget, str | None]:
             ref = _ref(given)
@@ -262,13 +263,7 @@ def create_app(
     async def scheduled(request: Request) -> Response:
         """A TaskSchedule's run, as its PingSource posts it: the path names the agent and carries
         its schedule token, the only credential (a PingSource sends no header of its own)."""
-        if request.method != "POST":
-            raise Problem(
-                405,
-                "method_not_allowed",
-                f"{request.method} {SCHEDULE_ROUTE}/…: only POST runs a schedule",
-                {"Allow": "POST"},
-            )
+        _only_post(request, f"{SCHEDULE_ROUTE}/…", "runs a schedule")
         namespace, name = str(request.path_params["namespace"]), str(request.path_params["agent"])
         ref = f"{namespace}/{name}"
 

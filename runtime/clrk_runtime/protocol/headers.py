@@ -29,6 +29,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMEOUT_HEADER",
     "RepeatedHeader",
+    "decimal",
     "request_headers",
 ]
 
@@ -67,3 +68,14 @@ def request_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
         if len(given) > 1 and _single(name):
             raise RepeatedHeader(name, len(given))
     return {name: ", ".join(given) for name, given in values.items()}
+
+
+def decimal(value: str, digits: int) -> int | None:
+    """``value`` as a non-negative integer when it is 1 to
+    ``digits`` ASCII digits, else None: the one rule for a number in a header
+    (``X-Clrk-Timeout-Ms``, ``Content-Length``, a signature's time). ``"²".isdigit()`` is true and
+    ``int()`` refuses it, and ``int()`` refuses more than 4300 digits: either would escape a
+    caller's check as an error of another kind."""
+    if 0 < len(value) <= digits and value.isascii() and value.isdigit():
+        return int(value)
+    return None

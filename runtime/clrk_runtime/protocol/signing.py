@@ -23,6 +23,8 @@ import base64
 import hashlib
 import hmac
 
+from clrk_runtime.protocol.headers import decimal
+
 __all__ = ["TOLERANCE_S", "InvalidSignature", "sign_request", "verify_request"]
 
 TOLERANCE_S = 300.0
@@ -108,12 +110,10 @@ def verify_request(
         name, sep, field = part.strip().partition("=")
         if sep:
             fields[name] = field
-    stamp, mac = fields.get("t", ""), fields.get("v1", "")
-    # ASCII digits, and few: "²".isdigit() is true but int() refuses it, and a huge number
-    # overflows the float arithmetic below; either would escape as something else than this.
-    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or not mac:
+    mac = fields.get("v1", "")
+    timestamp = decimal(fields.get("t", ""), 12)  # few digits: a huge one overflows the float below
+    if timestamp is None or not mac:
         raise InvalidSignature("malformed X-Clrk-Signature")
-    timestamp = int(stamp)
     if abs(now - timestamp) > tolerance:
         raise InvalidSignature("the request's signature is stale")
     expected = _mac(

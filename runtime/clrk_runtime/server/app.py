@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from clrk_runtime.invocation.outcomes import Response, error_response, request_too_large
-from clrk_runtime.protocol.headers import RepeatedHeader, request_headers
+from clrk_runtime.protocol.headers import RepeatedHeader, decimal, request_headers
 from clrk_runtime.protocol.ids import new_invocation_id
 from clrk_runtime.service.runtime import AgentRuntime
 
@@ -104,8 +104,8 @@ async def run_lifespan(runtime: AgentRuntime | None, receive: Receive, send: Sen
 
 
 async def _read_body(receive: Receive, cap: int, headers: dict[str, str]) -> bytes:
-    declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
+    declared = decimal(headers.get("content-length", ""), 18)
+    if declared is not None and declared > cap:
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0

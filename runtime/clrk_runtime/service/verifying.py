@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from clrk_runtime.protocol.headers import INVOCATION_HEADER, SIGNATURE_HEADER, TIMEOUT_HEADER
+from clrk_runtime.protocol.headers import INVOCATION_HEADER, SIGNATURE_HEADER, TIMEOUT_HEADER, decimal
 from clrk_runtime.protocol.ids import is_invocation_id, new_invocation_id
 from clrk_runtime.protocol.signing import TOLERANCE_S, InvalidSignature, verify_request
 
@@ -60,21 +60,22 @@ class Refusal(Exception):
 
 def read_request_key(path: Path | None) -> bytes | None:
     """The key in ``path`` (surrounding whitespace stripped), None without a path; ValueError
-    when the file is empty (a shim meant to check signatures must not silently stop)."""
+    naming the setting when the file cannot be read or is empty (a shim meant to check
+    signatures must not silently stop)."""
     if path is None:
         return None
-    key = path.read_bytes().strip()
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"request_key_file (CLRK_REQUEST_KEY_FILE): cannot read {path}: {exc.strerror}") from None
     if not key:
         raise ValueError(f"request_key_file (CLRK_REQUEST_KEY_FILE): {path} is empty")
     return key
 
 
 def _timeout(headers: Mapping[str, str]) -> float | None:
-    value = headers.get(_TIMEOUT, "").strip()
-    # ASCII digits only, and few: "²".isdigit() is true and int() refuses it.
-    if value.isascii() and value.isdigit() and len(value) <= 15:
-        return int(value) / 1000
-    return None
+    milliseconds = decimal(headers.get(_TIMEOUT, "").strip(), 15)
+    return None if milliseconds is None else milliseconds / 1000
 
 
 class RequestVerifier:

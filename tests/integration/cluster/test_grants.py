@@ -7,39 +7,22 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kopf.testing import KopfRunner
 
-from clrk.cluster import Cluster, connect
 from clrk.cluster.applying import Applier, ApplyOptions
 from clrk.cluster.operating import registry
 from clrk.errors import ClusterError
-from tests.support.kube import Kube, write_agent
+from tests.support.kube import Kube, eventually, impersonating, write_agent
 
 INGRESS_USER = "system:serviceaccount:clrk:clrk-ingress"
 OPERATOR_USER = "system:serviceaccount:clrk-system:clrk-operator"
 CIP = ("clrk.dev/v1alpha1", "CredentialInjectionPolicy")
 ROLE = ("rbac.authorization.k8s.io/v1", "Role")
-
-
-def eventually(check: Callable[[], Any], timeout: float = 40.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not true after {timeout:g}s")
-
-
-def impersonating(kube: Kube, user: str) -> Cluster:
-    cluster = connect(kube.kubeconfig)
-    cluster.api.set_default_header("Impersonate-User", user)  # type: ignore[no-untyped-call]
-    return cluster
 
 
 def provider_key(kube: Kube, name: str, granted_to: str | None) -> None:
@@ -217,12 +200,12 @@ def test_the_ingress_reads_only_the_secrets_callers_name(kube: Kube, namespace: 
     folder.mkdir()
     (folder / "caller.yaml").write_text(CALLER.format(namespace=namespace))
     kube.clrk("apply", "-f", str(folder))
-    assert ingress_reads(kube, namespace, "callers")
+    eventually(lambda: ingress_reads(kube, namespace, "callers"))  # RBAC follows in a moment
     assert not ingress_reads(kube, namespace, "unrelated"), "a Secret no Caller names stays out of reach"
     assert not ingress_reads(kube, "clrk-system", "clrk-ca-key")
     assert not ingress_reads(kube, "clrk-system", "clrk-platform-key")
     kube.clrk("delete", "-f", str(folder))
-    assert not ingress_reads(kube, namespace, "callers"), "gone with its last Caller"
+    eventually(lambda: not ingress_reads(kube, namespace, "callers"))  # gone with its last Caller
     assert kube.read(*ROLE, "clrk-ingress-callers", namespace) is None
 
 
@@ -233,10 +216,10 @@ def test_prune_takes_the_ingress_right_away(kube: Kube, namespace: str, tmp_path
     (folder / "caller.yaml").write_text(CALLER.format(namespace=namespace))
     write_agent(folder, namespace)
     kube.clrk("apply", "-f", str(folder), "--apply-set", namespace)
-    assert ingress_reads(kube, namespace, "callers")
+    eventually(lambda: ingress_reads(kube, namespace, "callers"))
     (folder / "caller.yaml").unlink()
     kube.clrk("apply", "-f", str(folder), "--apply-set", namespace, "--prune")
-    assert not ingress_reads(kube, namespace, "callers")
+    eventually(lambda: not ingress_reads(kube, namespace, "callers"))
 
 
 @pytest.fixture
@@ -260,7 +243,7 @@ def test_the_operator_keeps_the_ingress_role_in_step(kube: Kube, namespace: str,
     assert not ingress_reads(kube, namespace, "unrelated")
     kube.cluster.resource("clrk.dev/v1alpha1", "Caller").delete(name="ops", namespace=namespace)
     eventually(lambda: kube.read("clrk.dev/v1alpha1", "Caller", "ops", namespace) is None)
-    assert not ingress_reads(kube, namespace, "callers")
+    eventually(lambda: not ingress_reads(kube, namespace, "callers"))
 
 
 def test_the_operators_own_rights_suffice_to_grant_the_ingress(kube: Kube, namespace: str) -> None:
@@ -299,6 +282,7 @@ def test_install_takes_the_old_rule_on_every_secret_away(kube: Kube, namespace: 
         },
         manager="clrk",
     )
-    assert ingress_reads(kube, namespace, "unrelated")
+    # The API server's RBAC authorizer follows role changes through a watch: a moment later.
+    eventually(lambda: ingress_reads(kube, namespace, "unrelated"))
     kube.clrk("install")
-    assert not ingress_reads(kube, namespace, "unrelated")
+    eventually(lambda: not ingress_reads(kube, namespace, "unrelated"))

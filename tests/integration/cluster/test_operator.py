@@ -4,9 +4,7 @@ API server."""
 from __future__ import annotations
 
 import gc
-import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +13,7 @@ from kopf.testing import KopfRunner
 from clrk.cluster.operating import registry
 from clrk.manifests.compiling import ingress_service_name
 from clrk_runtime.protocol.keys import schedule_token
-from tests.support.kube import Kube, platform_key
+from tests.support.kube import Kube, eventually, platform_key
 
 TA = ("clrk.dev/v1alpha1", "TaskAgent")
 TS = ("clrk.dev/v1alpha1", "TaskSchedule")
@@ -30,16 +28,6 @@ def agent(namespace: str, name: str, command: list[str] | None) -> dict[str, Any
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"template": {"spec": spec}},
     }
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not true after {timeout:g}s")
 
 
 def test_operator_reconciles_a_kubectl_applied_agent(

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kopf.testing import KopfRunner
 
-from clrk.cluster import confinement, connect
+from clrk.cluster import confinement
 from clrk.cluster.connecting import Cluster
 from clrk.cluster.operating import registry
-from tests.support.kube import Kube
+from tests.support.kube import Kube, eventually, impersonating
 from tests.support.shim_logs import shim_start_log
 
 TA = ("clrk.dev/v1alpha1", "TaskAgent")
@@ -36,21 +34,6 @@ def agent(namespace: str, name: str, command: list[str]) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"template": {"spec": {"image": "example.com/bot:1", "command": command}}},
     }
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not true after {timeout:g}s")
-
-
-def impersonating(kube: Kube, user: str) -> Cluster:
-    cluster = connect(kube.kubeconfig)
-    cluster.api.set_default_header("Impersonate-User", user)  # type: ignore[no-untyped-call]
-    return cluster
 
 
 def _pod(namespace: str, name: str, node: str) -> dict[str, Any]:

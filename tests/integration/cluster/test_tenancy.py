@@ -7,8 +7,6 @@ name. No CNI runs here: the NetworkPolicies are checked as stored, not enforced.
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +15,11 @@ from kopf.testing import KopfRunner
 
 from clrk.cluster.operating import registry
 from clrk_runtime.protocol.keys import namespace_key
-from tests.support.kube import Kube, write_agent
+from tests.support.kube import Kube, eventually, platform_key, write_agent
 
 KSVC = ("serving.knative.dev/v1", "Service")
 POLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 DEPLOYMENT = ("apps/v1", "Deployment")
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not true after {timeout:g}s")
-
-
-def _platform_key(kube: Kube) -> bytes:
-    secret = kube.read("v1", "Secret", "clrk-platform-key", "clrk-system")
-    assert secret, "clrk install creates the platform key"
-    return base64.b64decode(secret["data"]["key"]).strip()
 
 
 def _keys(kube: Kube, namespace: str) -> dict[str, bytes]:
@@ -55,7 +38,7 @@ def test_each_namespace_gets_keys_of_its_own(kube: Kube, namespace: str, tmp_pat
     other = _second_namespace(kube, namespace)
     kube.clrk("apply", "-f", str(write_agent(tmp_path / "a", namespace)))
     kube.clrk("apply", "-f", str(write_agent(tmp_path / "b", other)))
-    platform = _platform_key(kube)
+    platform = platform_key(kube)
     mine, theirs = _keys(kube, namespace), _keys(kube, other)
     assert mine == {
         "proxy-token": namespace_key(platform, "proxy-token", namespace),
@@ -154,7 +137,7 @@ def test_install_takes_the_gateways_api_rights_away(kube: Kube) -> None:
         },
         manager="clrk",
     )
-    before = _platform_key(kube)
+    before = platform_key(kube)
     kube.clrk("install")
     assert kube.read(*_rbac("ClusterRole"), "clrk-egress") is None
     assert kube.read(*_rbac("ClusterRoleBinding"), "clrk-egress") is None
@@ -168,7 +151,7 @@ def test_install_takes_the_gateways_api_rights_away(kube: Kube) -> None:
     gateway = kube.read(*DEPLOYMENT, "clrk-egress", "clrk-system")
     assert account and account["automountServiceAccountToken"] is False
     assert gateway and gateway["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
-    assert _platform_key(kube) == before, "re-installing keeps the platform key"
+    assert platform_key(kube) == before, "re-installing keeps the platform key"
     copy = kube.read("v1", "Secret", "clrk-platform-key", "clrk")
     assert copy and base64.b64decode(copy["data"]["key"]).strip() == before, "the ingress's copy"
 
@@ -246,4 +229,4 @@ def test_the_operator_gives_a_gitops_agents_namespace_its_keys(
         ksvc = eventually(lambda: kube.read(*KSVC, "bot", namespace))
         assert ksvc["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
     assert runner.exit_code == 0, runner.output
-    assert _keys(kube, namespace)["request"] == namespace_key(_platform_key(kube), "request", namespace)
+    assert _keys(kube, namespace)["request"] == namespace_key(platform_key(kube), "request", namespace)

@@ -226,3 +226,5 @@ def test_an_empty_key_file_stops_the_shim_at_start(tmp_path: Path) -> None:
     empty.write_text("\n")
     with pytest.raises(ValueError, match="CLRK_REQUEST_KEY_FILE"):
         read_request_key(empty)
+    with pytest.raises(ValueError, match=r"CLRK_REQUEST_KEY_FILE\): cannot read"):
+        read_request_key(tmp_path / "missing.key")

@@ -1,5 +1,7 @@
 """Flags and CLRK_* variables become one settings object."""
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -80,3 +82,8 @@ def test_python_defaults_to_this_interpreter() -> None:
     assert RuntimeSettings().python == [sys.executable]
     with pytest.raises(ValidationError, match="at least 1 item"):
         RuntimeSettings(python="")
+
+
+def test_a_token_key_file_that_cannot_be_read_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"CLRK_EGRESS_TOKEN_KEY_FILE\): cannot read .*missing"):
+        RuntimeSettings(egress_token_key_file=tmp_path / "missing").token_key()
