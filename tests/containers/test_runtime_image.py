@@ -122,3 +122,26 @@ def test_a_cold_plain_sandbox_answers_a_post(pods: Pods, pod_name: str, runtime_
 def test_a_warm_plain_sandbox_answers_a_post(pods: Pods, pod_name: str, runtime_image: str, base: str) -> None:
     response = serve_cat(pods, pod_name, runtime_image, base, warm_pool=1)
     assert json.loads(response.content)["data"] == {"hello": base}
+
+
+# An attacking agent inside the pod: what a plain sandbox used to share with the shim (its port on
+# the pod's network, the pod's /tmp) is out of its reach under the pod's own confinement.
+PROBE = (
+    "for port in 8080 8012; do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null"
+    " && echo connect-$port:yes || echo connect-$port:no; done;"
+    " (echo x > /tmp/planted) 2>/dev/null && echo tmp:yes || echo tmp:no;"
+    ' (echo x > "$HOME/mine") 2>/dev/null && echo home:yes || echo home:no'
+)
+
+
+def test_an_agent_in_a_pod_reaches_neither_the_shims_port_nor_the_pods_tmp(
+    pods: Pods, pod_name: str, runtime_image: str
+) -> None:
+    port = free_port()
+    args = ["--port", "8080", "--sandbox", "plain", "--timeout", "20s", "--", "bash", "-c", PROBE]
+    pod = pods.play(agent_pod(pod_name, runtime_image, "bookworm", args, port))
+    assert pod.wait_exit("clrk-runtime") == 0, pod.report()
+    pod.wait_until(lambda: _ready(port), "the shim is ready", timeout=60, running="agent")
+    response = httpx.post(f"http://127.0.0.1:{port}/", json={}, headers={"X-Clrk-TaskAgent": "team/probe"}, timeout=30)
+    assert response.status_code == 200, f"{response.status_code} {response.text}\n{pod.report()}"
+    assert response.text.split() == ["connect-8080:no", "connect-8012:no", "tmp:no", "home:yes"], pod.report()
