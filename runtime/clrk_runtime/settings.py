@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from clrk_runtime.protocol.durations import MAX_TIMEOUT_S, parse_duration
+from clrk_runtime.protocol.streams import HEARTBEAT_S
 
 __all__ = ["RuntimeSettings"]
 
@@ -91,6 +92,9 @@ class RuntimeSettings(BaseSettings):
     """Largest response body, bytes (502 past it)."""
     stderr_tail: int = 4096
     """Bytes of the agent's last stderr kept on the invocation span."""
+    heartbeat_seconds: float = Field(HEARTBEAT_S, gt=0)
+    """Seconds of silence after which a streamed answer (``Accept: text/event-stream``) sends a
+    heartbeat comment, so that idle proxies keep it open."""
     temp_root: Path | None = None
     """Where per-sandbox directories live (default: ``/dev/shm`` if writable, else the system
     temp dir). Plain sandboxes keep HOME/TMPDIR/work there: mind a small ``/dev/shm``."""

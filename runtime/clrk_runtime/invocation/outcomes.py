@@ -10,6 +10,8 @@ stdout over its cap         502     ``response_too_large`` error
 storage over its allowance  502     ``storage_exceeded`` error (killed by ``SIGXFSZ``)
 no capacity                 503     ``no_capacity`` (+ ``Retry-After``)
 body over the stdin cap     413     ``request_too_large`` error
+the caller went away        499     ``caller_gone`` error (never delivered: nobody is left to
+                                    read it; nginx's code for it, for logs and spans)
 ==========================  ======  ===========================
 
 A ``Status`` or ``Content-Type`` the agent declares that HTTP cannot carry is left out, never
@@ -17,7 +19,10 @@ the answer: 204 or 304 with a non-empty stdout, a type with a control character 
 ASCII (see :func:`declared_headers`).
 
 Errors are the platform's one JSON body (:mod:`clrk_runtime.protocol.errors`); every answer
-carries the invocation-id header (:data:`~clrk_runtime.protocol.headers.INVOCATION_HEADER`).
+carries the invocation-id header (:data:`~clrk_runtime.protocol.headers.INVOCATION_HEADER`), and
+every answer of a run whose agent exited by itself its exit status
+(:data:`~clrk_runtime.protocol.headers.EXIT_CODE_HEADER`; not after the deadline or the stdout
+cap, where the platform killed it).
 """
 
 from __future__ import annotations
@@ -27,13 +32,17 @@ import re
 import signal
 from dataclasses import dataclass, field
 
-from clrk_runtime.protocol.errors import error_body
-from clrk_runtime.protocol.headers import INVOCATION_HEADER
+from clrk_runtime.protocol.errors import error_document
+from clrk_runtime.protocol.headers import EXIT_CODE_HEADER, INVOCATION_HEADER
 
 __all__ = [
+    "CALLER_GONE",
+    "OVER_CAP",
     "Declared",
     "Response",
     "RunResult",
+    "agent_exit_code",
+    "caller_gone",
     "declared_headers",
     "error_response",
     "map_outcome",
@@ -45,6 +54,10 @@ __all__ = [
 
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
+CALLER_GONE = 499
+"""The status of an answer nobody is left to read (the caller disconnected first)."""
+OVER_CAP = "response_too_large"
+"""The error type of a run whose stdout passed its cap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +78,9 @@ class Response:
     status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
+    error: dict[str, object] | None = None
+    """The platform's error object (``{"type", "message", …}``) when ``body`` is one of its
+    errors; None for the agent's own answer (whatever its status)."""
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or None."""
@@ -81,10 +97,14 @@ def error_response(
     **extra: object,
 ) -> Response:
     """A JSON error answer in the platform's one error shape (``extra`` adds fields to it)."""
+    document = error_document(kind, message, invocation_id, **extra)
+    error = document["error"]
+    assert isinstance(error, dict)
     return Response(
         status,
-        error_body(kind, message, invocation_id, **extra),
+        json.dumps(document).encode(),
         [("Content-Type", _JSON), (INVOCATION_HEADER, invocation_id), *(headers or [])],
+        error,
     )
 
 
@@ -100,6 +120,12 @@ def no_capacity(invocation_id: str, retry_after: int = 1) -> Response:
 
 def request_too_large(invocation_id: str, cap: int) -> Response:
     return error_response(413, "request_too_large", f"the request body exceeds {cap} bytes", invocation_id)
+
+
+def caller_gone(invocation_id: str) -> Response:
+    return error_response(
+        CALLER_GONE, "caller_gone", "the caller went away before the answer; the agent was killed", invocation_id
+    )
 
 
 def parse_response_headers(text: str) -> tuple[int | None, str | None]:
@@ -176,8 +202,25 @@ def sniff_content_type(body: bytes) -> str:
 _LITERALS = (b"true", b"false", b"null")
 
 
+def agent_exit_code(result: RunResult) -> int | None:
+    """The exit status the agent ended with by itself; None when the platform cut its run (the
+    deadline, the stdout cap: the status then is only that of our kill)."""
+    if result.timed_out or result.stdout_overflow:
+        return None
+    return result.exit_code
+
+
 def map_outcome(result: RunResult, invocation_id: str, timeout: float) -> Response:
-    """The answer for one finished run (see the table in this module's docstring)."""
+    """The answer for one finished run (see the table in this module's docstring), with
+    :data:`~clrk_runtime.protocol.headers.EXIT_CODE_HEADER` when the agent exited by itself."""
+    code = agent_exit_code(result)
+    response = _answer(result, invocation_id, timeout)
+    if code is None:
+        return response
+    return Response(response.status, response.body, [*response.headers, (EXIT_CODE_HEADER, str(code))], response.error)
+
+
+def _answer(result: RunResult, invocation_id: str, timeout: float) -> Response:
     if result.timed_out:
         return error_response(
             504,
@@ -186,7 +229,7 @@ def map_outcome(result: RunResult, invocation_id: str, timeout: float) -> Respon
             invocation_id,
         )
     if result.stdout_overflow:
-        return error_response(502, "response_too_large", "the agent's stdout exceeded its cap", invocation_id)
+        return error_response(502, OVER_CAP, "the agent's stdout exceeded its cap", invocation_id)
     if result.exit_code == -signal.SIGXFSZ:  # a file over RLIMIT_FSIZE, or a plain sandbox over its disk cap
         return error_response(
             502,

@@ -1,7 +1,9 @@
 """Run one invocation in one sandbox: feed stdin, collect stdout, log stderr, enforce the deadline.
 
 The only I/O step between the pure envelope and the pure outcome mapping. Whatever happens, the
-sandbox is closed on the way out (tree killed, directory removed). Nothing an agent controls can
+sandbox is closed on the way out (tree killed, directory removed), a cancelled run too: that is
+how an invocation whose caller went away ends. An ``on_output`` listener sees each stdout chunk
+as it arrives (a streamed answer, a live view), up to the stdout cap and no further. Nothing an agent controls can
 hold the loop: its stderr is logged up to ``stderr_log_cap`` bytes (then one line counts what was
 dropped; the span's tail keeps the last bytes all the same), and its response headers file is
 read in a thread, never through a symlink or a FIFO (:meth:`Sandbox.read_response_headers
@@ -22,7 +24,7 @@ from clrk_runtime.invocation.outcomes import RunResult, declared_headers
 from clrk_runtime.sandbox.reading import RefusedFile
 from clrk_runtime.sandbox.sandboxes import Sandbox
 
-__all__ = ["AGENT_LOGGER", "StderrTail", "run_invocation"]
+__all__ = ["AGENT_LOGGER", "OutputListener", "StderrTail", "run_invocation"]
 
 AGENT_LOGGER = "clrk_runtime.agent"
 _log = logging.getLogger(AGENT_LOGGER)
@@ -32,6 +34,9 @@ _LINE_LIMIT = 65536
 _DRAIN = 1.0
 """Seconds to wait for the pipes' end of file once the agent's tree was killed (a process that
 escaped the kill may hold them open; what it writes later is dropped)."""
+
+type OutputListener = Callable[[bytes], None]
+"""Called on the event loop with each chunk of stdout as it arrives: it must be quick."""
 
 
 class StderrTail:
@@ -107,13 +112,16 @@ class _StderrLines:
 
 
 class _Stdout:
-    """Keeps at most ``cap`` bytes; past it, drops everything and calls ``overflowed``."""
+    """Keeps at most ``cap`` bytes; past it, drops everything and calls ``overflowed``. Each
+    chunk kept goes to ``listener`` too (the very bytes object: a stream holds no copy)."""
 
-    def __init__(self, cap: int, overflowed: Callable[[], None]) -> None:
+    def __init__(self, cap: int, overflowed: Callable[[], None], listener: OutputListener | None, tag: str) -> None:
         self._cap = cap
         self._chunks: list[bytes] = []
         self._size = 0
         self._overflowed = overflowed
+        self._listener = listener
+        self._tag = tag
         self.over_cap = False
 
     def add(self, chunk: bytes) -> None:
@@ -124,8 +132,13 @@ class _Stdout:
             self.over_cap = True
             self._chunks.clear()
             self._overflowed()
-        else:
-            self._chunks.append(chunk)
+            return
+        self._chunks.append(chunk)
+        if self._listener is not None:
+            try:
+                self._listener(chunk)
+            except Exception:  # a listener's bug must not cost the run its output
+                _warnings.exception("%s stdout listener failed", self._tag)
 
     def data(self) -> bytes:
         return b"".join(self._chunks)
@@ -142,15 +155,21 @@ async def run_invocation(
     stdout_cap: int,
     stderr_tail: StderrTail,
     stderr_log_cap: int | None = None,
+    on_output: OutputListener | None = None,
 ) -> RunResult:
     """Run ``command`` in exactly ``env`` in ``sandbox``, with ``stdin`` as its input.
 
     ``deadline`` is on the event loop's clock. ``stderr_log_cap`` (default: the sandbox's
-    settings' ``stderr_log_cap``) bounds the bytes of stderr logged. Closes ``sandbox`` before
-    returning.
+    settings' ``stderr_log_cap``) bounds the bytes of stderr logged. ``on_output`` gets each
+    stdout chunk as it arrives, while the total stays within ``stdout_cap`` (the chunk that
+    passes it, and all after, never reach it). Closes ``sandbox`` before returning, or before a
+    cancellation goes on: the agent's whole tree killed, the sandbox removed.
     """
     loop = asyncio.get_running_loop()
     timed_out = False
+    # Sweep the session too (a plain sandbox without a uid of its own) unless the run came to its
+    # end: after a deadline or a cancellation, something of the agent's tree may still run.
+    sweep = True
     # Done when the agent exits or, past the stdout cap, at once: the answer is already a 502.
     finished: asyncio.Future[None] = loop.create_future()
 
@@ -158,7 +177,7 @@ async def run_invocation(
         if not finished.done():
             finished.set_result(None)
 
-    stdout = _Stdout(stdout_cap, finish)
+    stdout = _Stdout(stdout_cap, finish, on_output, f"[{invocation_id}]")
     log_cap = sandbox.spec.settings.stderr_log_cap if stderr_log_cap is None else stderr_log_cap
     errors = _StderrLines(stderr_tail, f"[{invocation_id}]", log_cap)
     try:
@@ -179,6 +198,7 @@ async def run_invocation(
             timed_out = True
         finally:
             process.exit_status.remove_done_callback(finish)
+        sweep = timed_out
         # Leftovers (background children, a bridge) die now, so the pipes reach EOF.
         sandbox.kill()
         exit_code = await process.wait()
@@ -200,7 +220,23 @@ async def run_invocation(
             response_headers=headers,
         )
     finally:
-        await sandbox.close(sweep_session=timed_out)
+        await _close(sandbox, sweep)
+        errors.flush()  # a cancelled run's last partial line of stderr, and what was dropped
+
+
+async def _close(sandbox: Sandbox, sweep: bool) -> None:
+    """Close ``sandbox`` to the end, however often the run is cancelled meanwhile (a second
+    cancellation must not leave half a sandbox behind); a cancellation goes on once it is closed."""
+    closing = asyncio.ensure_future(sandbox.close(sweep_session=sweep))
+    cancelled = False
+    while not closing.done():
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            cancelled = True
+    closing.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _read_headers(sandbox: Sandbox, invocation_id: str) -> str:

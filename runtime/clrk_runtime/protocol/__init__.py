@@ -14,6 +14,8 @@ environment or keeps state.
 :mod:`.tokens`                per-invocation proxy credentials the shim signs, the gateway checks
 :mod:`.keys`                  per-namespace keys derived from the platform's one key
 :mod:`.signing`               the ingress's signature on each request it forwards to a shim
+:mod:`.streams`               streamed answers: stdout lines as Server-Sent Events, the outcome event
+:mod:`.invocations`           async invocations: ``Prefer: respond-async``, their paths and states
 ============================  ==========================================================
 """
 
@@ -22,6 +24,7 @@ from clrk_runtime.protocol.envelope import INVOCATION_ATTRIBUTE, Envelope, Envel
 from clrk_runtime.protocol.errors import error_body, error_document
 from clrk_runtime.protocol.headers import (
     AGENT_HEADER,
+    EXIT_CODE_HEADER,
     INVOCATION_HEADER,
     SIGNATURE_HEADER,
     TIMEOUT_HEADER,
@@ -37,6 +40,7 @@ from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, sign, verify
 __all__ = [
     "AGENT_HEADER",
     "EVENT_ID_RULE",
+    "EXIT_CODE_HEADER",
     "INVOCATION_ATTRIBUTE",
     "INVOCATION_HEADER",
     "MAX_TIMEOUT_S",

@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 
 __all__ = ["MAX_TIMEOUT_S", "parse_duration", "rfc3339"]
 
-MAX_TIMEOUT_S = 600.0
-"""The longest an invocation may run (a TaskAgent's ``spec.timeout``, the shim's ``--timeout``)."""
+MAX_TIMEOUT_S = 3600.0
+"""The longest an invocation may run (a TaskAgent's ``spec.timeout``, the shim's ``--timeout``):
+an async one; a synchronous call is cut at
+:data:`~clrk_runtime.protocol.invocations.MAX_SYNC_TIMEOUT_S` whatever its agent's timeout."""
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

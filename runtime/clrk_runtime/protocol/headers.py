@@ -9,6 +9,9 @@ the one rule for reading a request's headers.
 ``X-Clrk-Timeout-Ms``        caller → ingress: a shorter deadline; ingress → shim: what is left of it
 ``X-Clrk-Signature``         ingress → shim: the ingress's signature of the request (see
                              :mod:`clrk_runtime.protocol.signing`)
+``X-Clrk-Exit-Code``         shim → ingress: the agent's exit status, on every answer of an
+                             invocation whose agent exited by itself (``-N``: a signal N ended
+                             it; absent when the deadline or the stdout cap cut the run)
 ===========================  =====================================================================
 
 A header that decides what runs, or as whom, must be sent once: when two copies disagree, one
@@ -25,6 +28,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "AGENT_HEADER",
+    "EXIT_CODE_HEADER",
     "INVOCATION_HEADER",
     "SIGNATURE_HEADER",
     "TIMEOUT_HEADER",
@@ -37,6 +41,7 @@ AGENT_HEADER = "X-Clrk-TaskAgent"
 INVOCATION_HEADER = "X-Clrk-Invocation-Id"
 TIMEOUT_HEADER = "X-Clrk-Timeout-Ms"
 SIGNATURE_HEADER = "X-Clrk-Signature"
+EXIT_CODE_HEADER = "X-Clrk-Exit-Code"
 
 _SINGLE = frozenset({"content-type", "authorization", "traceparent"})
 _SINGLE_PREFIXES = ("ce-", "x-clrk-")

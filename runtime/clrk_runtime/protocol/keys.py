@@ -8,6 +8,8 @@ purpose, so that whoever reads the Secrets of one namespace can act for that nam
   the namespace a token names (``namespace/name`` of its agent) and checks the token with that.
 * ``request``: the ingress signs each request it forwards to an agent of that namespace with it
   (:mod:`.signing`); the shim refuses a request without a good signature.
+* ``callback``: the ingress signs the callback of each async invocation of an agent of that
+  namespace with it (Standard Webhooks); the namespace's receivers verify with it.
 
 One more secret is derived from the platform key, per agent rather than per namespace: the
 :func:`schedule_token` in the URL a TaskSchedule's PingSource posts to. It is made straight from the
@@ -27,9 +29,9 @@ import hashlib
 import hmac
 from typing import Literal
 
-__all__ = ["KeyPurpose", "namespace_key", "namespace_of", "schedule_token"]
+__all__ = ["KeyPurpose", "namespace_key", "namespace_of", "schedule_token", "webhook_secret"]
 
-KeyPurpose = Literal["proxy-token", "request"]
+KeyPurpose = Literal["proxy-token", "request", "callback"]
 
 
 def namespace_key(platform_key: bytes, purpose: KeyPurpose, namespace: str) -> bytes:
@@ -67,3 +69,11 @@ def schedule_token(platform_key: bytes, namespace: str, agent: str) -> str:
     label = f"clrk/v1/schedule/{namespace}/{agent}".encode()
     digest = hmac.new(platform_key, label, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def webhook_secret(key: bytes) -> str:
+    """A derived key (the URL-safe base64 text :func:`namespace_key` makes) as a Standard Webhooks
+    secret, ``whsec_`` and standard base64: what a receiver of the namespace's callbacks verifies
+    their ``webhook-signature`` with."""
+    raw = base64.urlsafe_b64decode(key + b"=" * (-len(key) % 4))
+    return "whsec_" + base64.b64encode(raw).decode("ascii")

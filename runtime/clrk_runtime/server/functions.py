@@ -4,11 +4,13 @@
 :class:`~clrk_runtime.service.runtime.AgentRuntime` as the default server, through
 functions-framework's own ASGI app: this module is the function source, :func:`clrk` its target
 (an HTTP function). Answers, probes and refusals are the default server's, byte for byte: the
-target hands every request to :meth:`ShimApp.respond <clrk_runtime.server.app.ShimApp.respond>`.
-What functions-framework adds is its own routing (``/robots.txt`` and ``/favicon.ico`` are 404)
-and its own error page for an exception that escapes a function (none does here). The default
-server is leaner on the hot path (``hack/bench_shim.py``); pick this one where a host expects a
-functions-framework app.
+target hands every request to :meth:`ShimApp.answer <clrk_runtime.server.app.ShimApp.answer>`.
+A streamed answer (``Accept: text/event-stream``) goes out as Starlette's ``StreamingResponse``,
+which stops at the caller's disconnect; the run is cancelled then (its tree killed), as with the
+default server, and so is a buffered one. What functions-framework adds is its own routing
+(``/robots.txt`` and ``/favicon.ico`` are 404) and its own error page for an exception that
+escapes a function (none does here). The default server is leaner on the hot path
+(``hack/bench_shim.py``); pick this one where a host expects a functions-framework app.
 
 functions-framework can also load this file itself::
 
@@ -29,7 +31,12 @@ import functions_framework.aio
 from functions_framework.aio import create_asgi_app_from_module
 from starlette.requests import Request
 from starlette.responses import Response as StarletteResponse
+from starlette.responses import StreamingResponse
+from starlette.types import Receive as StarletteReceive
+from starlette.types import Scope as StarletteScope
+from starlette.types import Send as StarletteSend
 
+from clrk_runtime.invocation.streaming import StreamedAnswer
 from clrk_runtime.server.app import Receive, Scope, Send, ShimApp, run_lifespan
 from clrk_runtime.service.runtime import AgentRuntime
 from clrk_runtime.settings import RuntimeSettings
@@ -57,8 +64,25 @@ async def _app() -> ShimApp:
 async def clrk(request: Request) -> StarletteResponse:
     """Answer one request with the shim (``POST`` invokes the agent; ``GET /readyz`` probes it)."""
     app = await _app()
-    response = await app.respond(request.method, request.url.path, request.scope["headers"], request.receive)
-    return StarletteResponse(response.body, response.status, headers=dict(response.headers))
+    answer = await app.answer(request.method, request.url.path, request.scope["headers"], request.receive)
+    if isinstance(answer, StreamedAnswer):
+        return _Streamed(answer)
+    return StarletteResponse(answer.body, answer.status, headers=dict(answer.headers))
+
+
+class _Streamed(StreamingResponse):
+    """A :class:`StreamedAnswer` through Starlette, closed however the sending ends (the caller's
+    disconnect cancels the sending: the run is cancelled then)."""
+
+    def __init__(self, answer: StreamedAnswer) -> None:
+        super().__init__(answer, answer.status, headers=dict(answer.headers))
+        self._answer = answer
+
+    async def __call__(self, scope: StarletteScope, receive: StarletteReceive, send: StarletteSend) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._answer.aclose()
 
 
 class _WithLifespan:

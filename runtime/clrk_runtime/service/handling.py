@@ -2,21 +2,22 @@
 
 Continues the caller's trace (``traceparent``), hands the invocation span's own ``TRACEPARENT``
 to the agent, signs its proxy token, and records what a trace reader needs: invocation id, agent,
-sandbox kind, warm or cold, exit code, duration and the tail of stderr.
+sandbox kind, warm or cold, exit code, duration and the tail of stderr. Cancelled (its caller went
+away), the invocation ends at once: the agent's tree killed, its sandbox removed, its slot freed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from clrk_runtime.invocation.environment import agent_environment
-from clrk_runtime.invocation.outcomes import Response, error_response, map_outcome
-from clrk_runtime.invocation.running import StderrTail, run_invocation
+from clrk_runtime.invocation.outcomes import CALLER_GONE, Response, error_response, map_outcome
+from clrk_runtime.invocation.running import OutputListener, StderrTail, run_invocation
 from clrk_runtime.protocol.tokens import ProxyClaims, sign
 from clrk_runtime.service.pool import SandboxPool
 from clrk_runtime.settings import RuntimeSettings
@@ -37,8 +38,15 @@ async def serve_invocation(
     token_key: bytes | None,
     time_limit: float,
     tracer: trace.Tracer,
+    on_start: Callable[[], None] | None = None,
+    on_output: OutputListener | None = None,
 ) -> Response:
-    """Run one invocation and map its outcome; raises :class:`~clrk_runtime.service.pool.NoCapacity`."""
+    """Run one invocation and map its outcome; raises :class:`~clrk_runtime.service.pool.NoCapacity`.
+
+    ``on_start`` is called once the invocation has its sandbox and its agent is about to be
+    launched (not when it was refused, or its deadline passed in the queue); ``on_output`` gets
+    each stdout chunk as it arrives (see :func:`~clrk_runtime.invocation.running.run_invocation`).
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + time_limit
@@ -65,6 +73,8 @@ async def serve_invocation(
         span.set_attribute("clrk.sandbox.warm", sandbox.warm)
         tail = StderrTail(settings.stderr_tail)
         try:
+            if on_start is not None:
+                on_start()
             token = None
             if token_key is not None and sandbox.paths.proxy is not None:
                 claims = ProxyClaims(invocation_id, settings.agent, wall_deadline + TOKEN_GRACE, traceparent)
@@ -86,7 +96,12 @@ async def serve_invocation(
                 deadline=deadline,
                 stdout_cap=settings.stdout_cap,
                 stderr_tail=tail,
+                on_output=on_output,
             )
+        except asyncio.CancelledError:
+            span.set_attribute("clrk.cancelled", True)
+            span.set_attribute("http.response.status_code", CALLER_GONE)
+            raise
         finally:
             pool.release()
         response = map_outcome(result, invocation_id, time_limit)

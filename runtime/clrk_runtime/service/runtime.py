@@ -3,7 +3,13 @@
     runtime = AgentRuntime(RuntimeSettings(command=["./agent.sh"], warm_pool=2))
     await runtime.start()
     response = await runtime.handle({"content-type": "application/json"}, b'{"q": 1}')
+    answer = await runtime.stream(headers, body)    # a refusal (Response), or a StreamedAnswer
+    unsubscribe = runtime.watch_output(lambda invocation_id, chunk: ...)   # every run's stdout, live
     await runtime.stop()          # drains: in-flight invocations finish first
+
+Cancelling :meth:`~AgentRuntime.handle` (or closing a streamed answer early) is how an invocation
+whose caller went away ends: its agent's whole tree is killed, its sandbox removed, its slot
+freed, and the log says ``[<id>] caller went away; killed``.
 
 The core is pure (:mod:`~clrk_runtime.protocol.envelope`, :mod:`~clrk_runtime.invocation.environment`,
 :mod:`~clrk_runtime.invocation.outcomes`); this class wires them to the pool and the sandboxes, and keeps
@@ -18,7 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +32,13 @@ from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
 from clrk_runtime.invocation.outcomes import Response, error_response, no_capacity, request_too_large
+from clrk_runtime.invocation.running import OutputListener
+from clrk_runtime.invocation.streaming import OutputQueue, StreamedAnswer
 from clrk_runtime.launching import landlock
 from clrk_runtime.launching.spawner import Spawner
 from clrk_runtime.protocol.envelope import EnvelopeError, build_envelope
 from clrk_runtime.protocol.ids import new_invocation_id
+from clrk_runtime.protocol.streams import OUTCOME_BODY_HEADER
 from clrk_runtime.sandbox.backends import choose_backend
 from clrk_runtime.sandbox.places import owners, running_uids, shared_places
 from clrk_runtime.sandbox.relay import EgressRelay
@@ -40,7 +49,7 @@ from clrk_runtime.service.pool import NoCapacity, PoolStats, SandboxPool
 from clrk_runtime.service.verifying import Refusal, RequestVerifier, read_request_key
 from clrk_runtime.settings import RuntimeSettings
 
-__all__ = ["EVENT_SOURCE", "REPORT_PREFIX", "AgentRuntime", "RuntimeStats", "SandboxReport"]
+__all__ = ["EVENT_SOURCE", "REPORT_PREFIX", "AgentRuntime", "OutputWatcher", "RuntimeStats", "SandboxReport"]
 
 EVENT_SOURCE = "/clrk/shim"
 """``source`` of the envelope the shim makes for a request that is not a CloudEvent (a direct
@@ -50,6 +59,21 @@ _SCOPES = 6
 """The Landlock ABI that brought scoped signals."""
 REPORT_PREFIX = "clrk-sandbox "
 """What starts :meth:`SandboxReport.line` (a fixed prefix, then JSON, up to the end of the line)."""
+type OutputWatcher = Callable[[str, bytes], None]
+"""``watcher(invocation_id, chunk)``: each stdout chunk of every invocation, ``b""`` once at its end
+(see :meth:`AgentRuntime.watch_output`)."""
+_OUTCOME_BODY = "base64"
+"""The one value :data:`~clrk_runtime.protocol.streams.OUTCOME_BODY_HEADER` takes."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A request that may run: its id, its envelope, its time limit."""
+
+    invocation_id: str
+    envelope: bytes
+    timeout: float
+    headers: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +142,7 @@ class AgentRuntime:
         self._ready = False
         self._draining = False
         self._sandbox_report: SandboxReport | None = None
+        self._watchers: list[OutputWatcher] = []
 
     @property
     def sandbox_report(self) -> SandboxReport | None:
@@ -244,14 +269,74 @@ class AgentRuntime:
         :func:`~clrk_runtime.protocol.headers.request_headers`), ``body`` already read.
 
         The invocation id is the ingress's in a request it signed, else minted here
-        (:mod:`~clrk_runtime.service.verifying`); a refused request runs nothing."""
+        (:mod:`~clrk_runtime.service.verifying`); a refused request runs nothing. Cancelled, the
+        invocation is killed (see the module's docstring) before the cancellation goes on."""
+        admitted = self._admit(headers, body)
+        if isinstance(admitted, Response):
+            return admitted
+        return await self._serve(admitted)
+
+    async def stream(self, headers: Mapping[str, str], body: bytes) -> Response | StreamedAnswer:
+        """Answer one request as events (``Accept: text/event-stream``): a refusal before the agent
+        runs is a :class:`Response` (400, 401, 409, 413, 503, a 504 while queued), as with
+        :meth:`handle`; once the invocation has its sandbox, a :class:`StreamedAnswer` of the
+        running invocation, which the caller must :meth:`~StreamedAnswer.aclose`.
+
+        ``X-Clrk-Outcome-Body: base64`` asks for the buffered answer's exact bytes in the outcome
+        event; any other value is a 400 naming the header. Cancelled while queued, the
+        invocation is dropped (killed, had it started) before the cancellation goes on."""
+        asked = headers.get(OUTCOME_BODY_HEADER.lower())
+        if asked is not None and asked.strip().lower() != _OUTCOME_BODY:
+            message = f"header {OUTCOME_BODY_HEADER}: the one value it takes is {_OUTCOME_BODY}, not {asked[:40]!r}"
+            return error_response(400, "invalid_outcome_body", message, new_invocation_id())
+        admitted = self._admit(headers, body)
+        if isinstance(admitted, Response):
+            return admitted
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[None] = loop.create_future()
+        queue = OutputQueue()
+
+        def start() -> None:
+            if not started.done():
+                started.set_result(None)
+
+        run = asyncio.ensure_future(self._serve(admitted, on_start=start, on_output=queue.put))
+        try:
+            await asyncio.wait((started, run), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            run.cancel()
+            await asyncio.wait({run})
+            raise
+        if not started.done():
+            return run.result()  # refused before it ran: no capacity, or its deadline passed queued
+        return StreamedAnswer(
+            admitted.invocation_id, run, queue, self.settings.heartbeat_seconds, with_body=asked is not None
+        )
+
+    def watch_output(self, watcher: OutputWatcher) -> Callable[[], None]:
+        """Call ``watcher(invocation_id, chunk)`` with each stdout chunk of every invocation from
+        now on (within the stdout cap), and ``watcher(invocation_id, b"")`` once when an invocation
+        that started ends; e.g. ``clrk dev``'s TUI, showing a run's output live. It runs on the
+        event loop and must be quick; what it raises is logged, never the run's. Returns the
+        function that stops the watching."""
+        self._watchers.append(watcher)
+
+        def unsubscribe() -> None:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        return unsubscribe
+
+    def _admit(self, headers: Mapping[str, str], body: bytes) -> _Admitted | Response:
+        """What may run of a request, or its refusal (checked before any work: under overload,
+        refusals must stay cheap)."""
         try:
             admission = self._verifier.admit(headers, body)
         except Refusal as refusal:
             _log.warning("refused a request for %s: %s", self.settings.agent, refusal.message)
             return error_response(refusal.status, refusal.kind, refusal.message, new_invocation_id())
         invocation_id = admission.invocation_id
-        if self.saturated:  # refuse before any work: under overload, refusals must stay cheap
+        if self.saturated:
             return no_capacity(invocation_id)
         if len(body) > self.settings.stdin_cap:
             return request_too_large(invocation_id, self.settings.stdin_cap)
@@ -264,26 +349,67 @@ class AgentRuntime:
         timeout = self.settings.timeout
         if admission.timeout is not None:  # what the ingress says is left (it can only shorten)
             timeout = min(timeout, admission.timeout)
+        return _Admitted(invocation_id, envelope.body, timeout, headers)
+
+    async def _serve(
+        self,
+        admitted: _Admitted,
+        *,
+        on_start: Callable[[], None] | None = None,
+        on_output: OutputListener | None = None,
+    ) -> Response:
+        """Run an admitted invocation, counted in flight (:meth:`stop` waits for it)."""
+        assert self._pool is not None
+        invocation_id = admitted.invocation_id
+        ran = False
+
+        def started() -> None:
+            nonlocal ran
+            ran = True
+            if on_start is not None:
+                on_start()
+
+        def output(chunk: bytes) -> None:
+            if on_output is not None:
+                on_output(chunk)
+            self._tell_watchers(invocation_id, chunk)
+
         self._in_flight += 1
         self._idle.clear()
         try:
-            response = await serve_invocation(
+            return await serve_invocation(
                 self._pool,
                 self.settings,
-                headers=headers,
+                headers=admitted.headers,
                 invocation_id=invocation_id,
-                envelope=envelope.body,
+                envelope=admitted.envelope,
                 token_key=self._token_key,
-                time_limit=timeout,
+                time_limit=admitted.timeout,
                 tracer=self._tracer,
+                on_start=started,
+                on_output=output,
             )
         except NoCapacity:
-            response = no_capacity(invocation_id)
+            return no_capacity(invocation_id)
+        except asyncio.CancelledError:
+            if ran:
+                _log.warning("[%s] caller went away; killed", invocation_id)
+            else:
+                _log.warning("[%s] caller went away while queued", invocation_id)
+            raise
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
-        return response
+            if ran:
+                self._tell_watchers(invocation_id, b"")
+
+    def _tell_watchers(self, invocation_id: str, chunk: bytes) -> None:
+        for watcher in tuple(self._watchers):
+            try:
+                watcher(invocation_id, chunk)
+            except Exception:
+                _log.exception("[%s] an output watcher failed", invocation_id)
 
     def _started_pool(self) -> SandboxPool:
         if self._pool is None:

@@ -8,8 +8,11 @@ gateway, so a shim takes it only from the ingress, which minted it:
   key, see :mod:`clrk_runtime.protocol.keys`): the request must carry the ingress's
   ``X-Clrk-Signature`` over this agent, that id, that deadline and that body
   (:mod:`clrk_runtime.protocol.signing`); else 401 ``unsigned_request``, saying why (missing,
-  malformed, stale, does not match). A signed request whose id this shim already served within
-  the signature's tolerance is a replay: 409 ``replayed_request``.
+  malformed, stale, does not match). A signed request this shim already served within the
+  signature's tolerance (the same signature: its time, id, deadline and body) is a replay: 409
+  ``replayed_request``. The ingress itself may send one invocation again, signed anew (a fresh time
+  and what is left of the deadline): after a 503 it waits and retries, and an async invocation whose
+  first runner was lost runs again under its id. A captured request can only be sent as it was.
 * **without one** (a shim run alone, ``docker run``, :mod:`clrk_runtime.testing`): the shim mints
   the id itself and ignores ``X-Clrk-Invocation-Id``.
 
@@ -94,7 +97,7 @@ class RequestVerifier:
         self._tolerance = tolerance
         self._clock = clock
         self._served: dict[str, float] = {}
-        """Invocation id → when a replay of it would be stale anyway (oldest first)."""
+        """Signature → when a replay of it would be stale anyway (oldest first)."""
 
     @property
     def signed(self) -> bool:
@@ -126,14 +129,15 @@ class RequestVerifier:
         if not is_invocation_id(invocation_id):
             raise Refusal(400, "invalid_invocation_id", f"header {INVOCATION_HEADER}: not an id the ingress mints")
         self._forget(now)
-        if invocation_id in self._served:
-            raise Refusal(409, "replayed_request", f"invocation {invocation_id} was already served; it runs once")
+        signature = headers.get(_SIGNATURE, "")
+        if signature in self._served:
+            raise Refusal(409, "replayed_request", f"this request for invocation {invocation_id} was already served")
         # A signature is good up to `tolerance` either side of its time: until then, remember.
-        self._served[invocation_id] = now + 2 * self._tolerance
+        self._served[signature] = now + 2 * self._tolerance
         return Admission(invocation_id, _timeout(headers))
 
     def _forget(self, now: float) -> None:
-        """Drop the ids whose signatures are stale by now (inserted in order of expiry)."""
+        """Drop the signatures stale by now (inserted in order of expiry)."""
         while self._served:
             oldest = next(iter(self._served))
             if self._served[oldest] > now:

@@ -159,6 +159,25 @@ async def test_a_replayed_request_is_refused_and_runs_once(
     assert _runs(caplog) == [f"[{invocation_id}] ran as {invocation_id}"]
 
 
+async def test_the_ingress_may_send_an_invocation_again_signed_anew(
+    shim_root: Path, key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a 503 the ingress retries, and an async invocation whose runner was lost runs again,
+    each time under the same id with a fresh signature (a later time, what is left of the
+    deadline): that is no replay. The captured first request still is."""
+    caplog.set_level(logging.INFO, logger=AGENT_LOG)
+    invocation_id = new_invocation_id()
+    body = _envelope(invocation_id)
+    first_headers = _signed(body, invocation_id, timeout_ms="30000")
+    async with serving(settings_for("plain", shim_root, [agent("ids.sh")], request_key_file=key_file)) as (client, _):
+        first = await client.post("/", content=body, headers=first_headers)
+        anew = await client.post("/", content=body, headers=_signed(body, invocation_id, timeout_ms="29000"))
+        captured = await client.post("/", content=body, headers=first_headers)
+    assert (first.status_code, anew.status_code) == (200, 200), anew.text
+    assert captured.status_code == 409, captured.text
+    assert _runs(caplog) == [f"[{invocation_id}] ran as {invocation_id}"] * 2
+
+
 async def test_a_shim_without_a_key_mints_its_own_ids(shim_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     """As with ``docker run``: X-Clrk-Invocation-Id from a caller is ignored, a CloudEvent keeps its
     id in the envelope only."""

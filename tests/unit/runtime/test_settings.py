@@ -46,9 +46,9 @@ def test_head_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
         RuntimeSettings(head_timeout_seconds=0)
 
 
-@pytest.mark.parametrize("value", ["0s", "601s", "1h", -1])
+@pytest.mark.parametrize("value", ["0s", "3601s", "1h1s", -1])
 def test_a_timeout_outside_what_a_taskagent_allows_is_refused(value: object) -> None:
-    with pytest.raises(ValidationError, match="timeout must be more than 0s and at most 600s"):
+    with pytest.raises(ValidationError, match="timeout must be more than 0s and at most 3600s"):
         RuntimeSettings(timeout=value)
 
 
