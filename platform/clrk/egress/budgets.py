@@ -22,19 +22,15 @@ the gateway shares with everything else ``clrk dev`` serves.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import os
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from clrk.api.egress import Budget
 from clrk.egress.messages import ModelRequest
+from clrk.storage import PrivateDatabase
 
 __all__ = [
     "BUCKETS",
@@ -107,24 +103,28 @@ class BudgetStore(Protocol):
     async def close(self) -> None: ...
 
 
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS buckets (agent TEXT NOT NULL, start REAL NOT NULL,"
+    " tokens INTEGER NOT NULL, PRIMARY KEY (agent, start)) WITHOUT ROWID",
+)
+
+
 class SqliteBudgets:
     """Counters in SQLite (WAL): atomic across the event loop and across processes on one host.
 
-    sqlite3 blocks: a query waits up to :attr:`BUSY_TIMEOUT_MS` for another process's write lock.
-    So every query runs in one worker thread of this store's own, which alone opens and uses the
-    connection (sqlite3's ``check_same_thread`` stays on to prove it); the loop only awaits.
+    sqlite3 blocks: a query waits up to :data:`~clrk.storage.BUSY_TIMEOUT_MS` for another
+    process's write lock. So every query runs in one worker thread of this store's own
+    (:class:`~clrk.storage.PrivateDatabase`), which alone opens and uses the connection (sqlite3's
+    ``check_same_thread`` stays on to prove it); the loop only awaits.
     Queries queue in order behind that thread instead of taking threads from the loop's default
     executor (which mitmproxy needs for DNS). A call cancelled while its query runs still
     completes in the thread: a reservation nobody settles keeps its estimate, never undercounting.
     """
 
-    BUSY_TIMEOUT_MS = 5000
-
     def __init__(self, path: Path) -> None:
         """Opens nothing yet: the worker opens ``path`` on the first query; :meth:`open` does it now."""
-        self._path = path
-        self._db: sqlite3.Connection | None = None
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrk-budgets")
+        self._database = PrivateDatabase(path, _SCHEMA, name="clrk-budgets")
+        self._run = self._database.run
 
     @classmethod
     async def open(cls, path: Path) -> SqliteBudgets:
@@ -132,45 +132,6 @@ class SqliteBudgets:
         store = cls(path)
         await store._run(lambda db: None)
         return store
-
-    def _files(self) -> tuple[Path, ...]:
-        """The database and the files SQLite keeps beside it in WAL mode."""
-        return (self._path, *(self._path.with_name(self._path.name + suffix) for suffix in ("-wal", "-shm")))
-
-    def _connect(self) -> sqlite3.Connection:
-        """Open the database with every file of it readable by the owner only.
-
-        The file is created 0600 before SQLite opens it (SQLite gives ``-wal`` and ``-shm`` the
-        mode of the database file), and each file is set to 0600 once the database is in WAL
-        mode, so that files left by an earlier start with a wider mode are narrowed too. Never
-        the process umask: the process serves other things on other threads.
-        """
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-        db = sqlite3.connect(self._path, isolation_level=None)
-        try:
-            db.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS buckets (agent TEXT NOT NULL, start REAL NOT NULL,"
-                " tokens INTEGER NOT NULL, PRIMARY KEY (agent, start)) WITHOUT ROWID"
-            )
-            for file in self._files():
-                with contextlib.suppress(FileNotFoundError):
-                    file.chmod(0o600)
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    async def _run[T](self, query: Callable[[sqlite3.Connection], T]) -> T:
-        def in_worker() -> T:
-            if self._db is None:
-                self._db = self._connect()
-            return query(self._db)
-
-        return await asyncio.get_running_loop().run_in_executor(self._worker, in_worker)
 
     @staticmethod
     def _buckets(db: sqlite3.Connection, agent: str, gone: float) -> list[tuple[float, int]]:
@@ -219,13 +180,4 @@ class SqliteBudgets:
 
     async def close(self) -> None:
         """Close the connection in its thread (after queued queries), then let the thread end."""
-
-        def close() -> None:
-            db, self._db = self._db, None
-            if db is not None:
-                db.close()
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._worker, close)
-        finally:
-            self._worker.shutdown(wait=False)
+        await self._database.close()

@@ -1,8 +1,11 @@
 """How the ingress reaches an agent's runtime shim: one interface, two transports.
 
-``clrk dev`` hands the ingress each agent's shim as an ASGI app, reached in-process; in a cluster
-the ingress calls the agent's Knative Service over HTTP. Both go through httpx, so the request
-the shim sees is the same bytes either way.
+``clrk dev`` hands the ingress each agent's shim as an ASGI app, called in-process
+(:mod:`clrk.ingress.inprocess`: httpx's ``ASGITransport`` would hold a streamed answer back until
+its end); in a cluster the ingress calls the agent's Knative Service over HTTP with httpx. The
+shim sees the same request either way. Each transport answers buffered (:meth:`Forwarder.forward`)
+or as the answer comes (:meth:`Forwarder.stream`: the chunks as the shim sends them, and leaving
+early closes the request, which the shim takes as its caller gone: it kills the agent's tree).
 
 Both sign what they forward when given the platform key: ``X-Clrk-Signature`` made with the
 agent namespace's ``request`` key (:func:`clrk_runtime.protocol.keys.namespace_key`), over the
@@ -15,17 +18,19 @@ signature is as fresh as it can be.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
+from clrk.ingress.inprocess import asgi_call
 from clrk_runtime.protocol.headers import INVOCATION_HEADER, SIGNATURE_HEADER, TIMEOUT_HEADER
 from clrk_runtime.protocol.keys import namespace_key, namespace_of
 from clrk_runtime.protocol.signing import sign_request
 
-__all__ = ["AgentTarget", "Forwarder", "HttpForwarder", "InProcessForwarder", "Reply", "signed"]
+__all__ = ["AgentTarget", "Forwarder", "HttpForwarder", "InProcessForwarder", "Reply", "Stream", "signed"]
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 
@@ -38,12 +43,26 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Stream:
+    """A shim's answer as it arrives: status and headers at once, the body chunk by chunk (each as
+    the shim sent it: nothing is held back)."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class AgentTarget:
     """One agent as the ingress routes to it."""
 
     ref: str
     timeout: float
-    """The agent's spec.timeout in seconds: the end-to-end deadline."""
+    """The agent's spec.timeout in seconds: the end-to-end deadline (a synchronous call is also
+    cut at :data:`~clrk_runtime.protocol.invocations.MAX_SYNC_TIMEOUT_S`)."""
+    callback_url: str | None = None
+    """The agent's ``spec.callback.url``: where an async invocation's CloudEvent goes when its
+    request named none."""
 
 
 class Forwarder(Protocol):
@@ -55,6 +74,14 @@ class Forwarder(Protocol):
         ...
 
     async def forward(self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float) -> Reply: ...
+
+    def stream(
+        self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float
+    ) -> AbstractAsyncContextManager[Stream]:
+        """Send the request; the context gives the answer as it arrives. ``wait`` bounds the wait
+        for the head and for each chunk. Leaving the context early closes the request: the shim
+        sees its caller gone and kills the agent's tree."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -87,30 +114,36 @@ def signed(
     return out
 
 
+def _kept(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The shim's answer headers a caller gets (hop-by-hop ones dropped, a repeated one joined)."""
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        name = name.lower()
+        if name not in _HOP_BY_HOP:
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
 def _reply(response: httpx.Response) -> Reply:
-    headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
-    return Reply(response.status_code, headers, response.content)
+    return Reply(response.status_code, _kept(response.headers.multi_items()), response.content)
 
 
 class InProcessForwarder:
-    """Agents served by ASGI apps in this process (``clrk dev``). ``set_apps`` swaps the table
-    on reload; requests already in flight keep the app they started with. ``platform_key``:
-    sign each request (``clrk dev`` gives its own, made at every start)."""
+    """Agents served by ASGI apps in this process (``clrk dev``), called through
+    :func:`~clrk.ingress.inprocess.asgi_call` (the answer as it comes; the app hears its caller
+    leave). ``set_apps`` swaps the table on reload; requests already in flight keep the app they
+    started with. ``platform_key``: sign each request (``clrk dev`` gives its own, made at every
+    start)."""
 
     def __init__(self, saturated: Callable[[str], bool] | None = None, *, platform_key: bytes | None = None) -> None:
         self._saturated = saturated
         self._platform_key = platform_key
-        self._apps: dict[str, tuple[AgentTarget, httpx.AsyncClient]] = {}
+        self._apps: dict[str, Any] = {}
         self._targets: dict[str, AgentTarget] = {}
-        self._retired: list[httpx.AsyncClient] = []
 
     def set_apps(self, apps: Mapping[str, tuple[AgentTarget, Any]]) -> None:
-        self._retired += [client for _, client in self._apps.values()]
-        self._apps = {
-            ref: (target, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shim"))
-            for ref, (target, app) in apps.items()
-        }
-        self._targets = {ref: target for ref, (target, _) in self._apps.items()}
+        self._apps = {ref: app for ref, (_, app) in apps.items()}
+        self._targets = {ref: target for ref, (target, _) in apps.items()}
 
     def targets(self) -> Mapping[str, AgentTarget]:
         return self._targets
@@ -119,16 +152,21 @@ class InProcessForwarder:
         return self._saturated is not None and self._saturated(target.ref)
 
     async def forward(self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float) -> Reply:
-        _, client = self._apps[target.ref]
+        async with self.stream(target, headers, body, wait) as answer:
+            return Reply(answer.status, answer.headers, b"".join([chunk async for chunk in answer.chunks]))
+
+    @asynccontextmanager
+    async def stream(
+        self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float
+    ) -> AsyncIterator[Stream]:
+        app = self._apps[target.ref]
         sent = signed(headers, body, target.ref, self._platform_key)
-        response = await client.post("/", headers=_wire(sent), content=body, timeout=wait)
-        return _reply(response)
+        async with asgi_call(app, "POST", "/", list(_wire(sent).items()), body, wait=wait) as answer:
+            pairs = ((name.decode("latin-1"), value.decode("latin-1")) for name, value in answer.headers)
+            yield Stream(answer.status, _kept(pairs), answer.chunks)
 
     async def aclose(self) -> None:
-        clients = self._retired + [client for _, client in self._apps.values()]
-        self._apps, self._targets, self._retired = {}, {}, []
-        for client in clients:
-            await client.aclose()
+        self._apps, self._targets = {}, {}
 
 
 class HttpForwarder:
@@ -164,6 +202,18 @@ class HttpForwarder:
         sent = signed(headers, body, target.ref, self._platform_key)
         response = await self._client.post(self.url(target), headers=_wire(sent), content=body, timeout=wait)
         return _reply(response)
+
+    @asynccontextmanager
+    async def stream(
+        self, target: AgentTarget, headers: Mapping[str, str], body: bytes, wait: float
+    ) -> AsyncIterator[Stream]:
+        sent = signed(headers, body, target.ref, self._platform_key)
+        request = self._client.build_request("POST", self.url(target), headers=_wire(sent), content=body, timeout=wait)
+        response = await self._client.send(request, stream=True)
+        try:  # each chunk as it comes off the socket; leaving closes the connection (the shim hears it)
+            yield Stream(response.status_code, _kept(response.headers.multi_items()), response.aiter_raw())
+        finally:
+            await response.aclose()
 
     async def aclose(self) -> None:
         await self._client.aclose()
