@@ -27,6 +27,7 @@ AGENTS = {
     "templates/shell": ("agent.sh", ["bash", "jq"]),
     "templates/python": ("agent.py", ["python3"]),
     "templates/node": ("agent.mjs", ["node"]),
+    "templates/claude-stream": ("agent.sh", ["bash", "jq"]),
 }
 """Each agent image: its entrypoint (in /usr/local/bin) and the tools it runs besides claude."""
 

@@ -136,10 +136,22 @@ def test_the_state_dir_is_out_of_reach(faults_probe_result: dict[str, str], faul
     state = faults_isolated_dev.state_dir
     assert (state / "egress" / "ca" / "mitmproxy-ca.pem").is_file() and (state / "egress" / "budgets.sqlite3").is_file()
     # The state dir itself is 0755: an agent can list its names, nothing more.
-    assert r["state-ls"] == "egress logs", r["state-ls"]
+    assert r["state-ls"].split() == [
+        "callback-secrets",
+        "callback.key",
+        "egress",
+        "invocations.sqlite3",
+        "invocations.sqlite3-shm",
+        "invocations.sqlite3-wal",
+        "logs",
+    ], r["state-ls"]
     assert r["ca-key"] == f"cat: {state}/egress/ca/mitmproxy-ca.pem: Permission denied", r["ca-key"]
     assert r["budgets"] == f"head: cannot open '{state}/egress/budgets.sqlite3' for reading: Permission denied"
     assert r["dev-log"] == f"head: cannot open '{state}/logs/dev.log' for reading: Permission denied"
+    # Async invocations (their envelopes and results) and the key their callbacks are signed with.
+    assert r["callback-key"] == f"cat: {state}/callback.key: Permission denied", r["callback-key"]
+    assert r["callback-secrets"] == f"ls: cannot open directory '{state}/callback-secrets': Permission denied"
+    assert r["invocations"] == f"head: cannot open '{state}/invocations.sqlite3' for reading: Permission denied"
     assert "PRIVATE KEY" not in r["_text"] and "SQLite format" not in r["_text"]
 
 

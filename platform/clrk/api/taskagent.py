@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_TIMEOUT",
     "AgentBudget",
+    "AgentCallback",
     "AgentContainer",
     "AgentEgressSpec",
     "EnvVar",
@@ -80,6 +81,22 @@ class AgentEgressSpec(Spec):
     """Hosts the agent may reach besides those of its CredentialInjectionPolicies."""
 
 
+class AgentCallback(Spec):
+    """Where the signed CloudEvent of each finished async invocation goes when its request named
+    no ``X-Clrk-Callback-Url``."""
+
+    url: str = Field(min_length=1)
+    """An ``http://`` or ``https://`` URL."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest or any(c.isspace() for c in value):
+            raise ValueError(f"expected an http:// or https:// URL, found {value!r}")
+        return value
+
+
 class AgentBudget(Spec):
     """A ceiling of model tokens (input + output, cache included) per rolling window."""
 
@@ -90,7 +107,8 @@ class AgentBudget(Spec):
 class TaskAgentSpec(Spec):
     template: PodTemplate
     timeout: Duration = DEFAULT_TIMEOUT
-    """End-to-end deadline of one invocation, ingress to answer; at most 600s."""
+    """End-to-end deadline of one invocation, ingress to answer; at most 3600s. A synchronous call
+    is also cut at 600s (``MAX_SYNC_TIMEOUT_S``): a longer timeout is for async invocations."""
     warm_pool_size: int = Field(0, ge=0)
     """Sandboxes kept created and waiting; in a cluster, also the Knative min-scale."""
     max_concurrency: int | None = Field(None, gt=0)
@@ -99,6 +117,8 @@ class TaskAgentSpec(Spec):
     make Knative's max-scale fall below its min-scale, which Knative refuses."""
     egress: AgentEgressSpec = Field(default_factory=AgentEgressSpec)
     budget: AgentBudget | None = None
+    callback: AgentCallback | None = None
+    """Default callback of async invocations (``Prefer: respond-async``)."""
     resources: AgentResources | None = None
     """CPU, memory and ephemeral storage of the agent's container in a cluster (Kubernetes'
     ``requests``/``limits``); unset means clrk's defaults (docs/cluster.md)."""
@@ -109,7 +129,10 @@ class TaskAgentSpec(Spec):
         if value <= timedelta(0):
             raise ValueError(f"expected a positive duration, found {value.total_seconds():g}s")
         if value > MAX_TIMEOUT:
-            raise ValueError(f"at most 600s (Knative's request limit), found {value.total_seconds():g}s")
+            raise ValueError(
+                f"at most {MAX_TIMEOUT_S:g}s (the longest an async invocation may run), "
+                f"found {value.total_seconds():g}s"
+            )
         return value
 
     @field_validator("max_concurrency")

@@ -1,8 +1,9 @@
 """``clrk invoke``: one request to an agent through the ingress, like Knative's ``func invoke``.
 
-Pure: :func:`agent_ref`, :func:`parse_data`, :func:`parse_header`, :func:`error_line`,
-:func:`token_usage` and :func:`summary`. The I/O edge is :func:`send` (the request) and
-:func:`fetch_usage` (the token counts a running ``clrk dev`` recorded for the invocation).
+Pure: :func:`agent_ref`, :func:`parse_data`, :func:`parse_header`, :func:`mode_headers`,
+:func:`post_headers`, :func:`error_line`, :func:`token_usage` and :func:`summary`. The I/O edge is
+:func:`send` (the request) and :func:`fetch_usage` (the token counts a running ``clrk dev``
+recorded for the invocation). ``--follow`` reads the answer as events (:mod:`.following`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import httpx
 from clrk.api.common import DNS_LABEL_RULE, is_dns_label
 from clrk.errors import ClrkError
 from clrk_runtime.protocol.headers import AGENT_HEADER, INVOCATION_HEADER
+from clrk_runtime.protocol.invocations import ASYNC_PREFERENCE, CALLBACK_HEADER
 from clrk_runtime.protocol.routes import TRACES_PATH
+from clrk_runtime.protocol.streams import EVENT_STREAM
 
 __all__ = [
     "AGENT_HEADER",
@@ -34,11 +37,14 @@ __all__ = [
     "agent_ref",
     "auth_headers",
     "error_line",
+    "exchange",
     "fetch_usage",
     "is_error_body",
     "load_data",
+    "mode_headers",
     "parse_data",
     "parse_header",
+    "post_headers",
     "send",
     "summary",
     "token_usage",
@@ -148,6 +154,32 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value.strip()
 
 
+def mode_headers(
+    *, follow: bool = False, respond_async: bool = False, callback_url: str | None = None
+) -> dict[str, str]:
+    """The headers asking for the answer as events (``--follow``: ``Accept: text/event-stream``)
+    or later (``--async``: ``Prefer: respond-async``, and ``X-Clrk-Callback-Url``). An async
+    request itself is answered at once; its events are followed afterwards, on their own route."""
+    if callback_url is not None:
+        if not respond_async:
+            raise InvokeUsageError("--callback-url", "only an async invocation calls back: add --async")
+        scheme, sep, rest = callback_url.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest or any(c.isspace() for c in callback_url):
+            raise InvokeUsageError("--callback-url", f"expected an http:// or https:// URL, found {callback_url!r}")
+    if respond_async:
+        headers = {"Prefer": ASYNC_PREFERENCE}
+        return headers | ({CALLBACK_HEADER: callback_url} if callback_url is not None else {})
+    return {"Accept": EVENT_STREAM} if follow else {}
+
+
+def post_headers(request: InvocationRequest) -> dict[str, str]:
+    """The headers of the request: the defaults, then the request's own, then the agent's."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json, */*"}
+    headers.update(request.headers)
+    headers[AGENT_HEADER] = request.agent
+    return headers
+
+
 def error_line(result: InvocationResult) -> str:
     """What to tell the user about a non-2xx answer: ``<type>: <message> (invocation <id>)`` for
     clrk's JSON errors, else the HTTP status (no id part when the answer carries none)."""
@@ -199,17 +231,30 @@ def summary(result: InvocationResult, usage: TokenUsage | None) -> list[str]:
 
 def send(request: InvocationRequest, client: httpx.Client) -> InvocationResult:
     """POST the request; :class:`ClrkError` when nothing answers at the URL."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json, */*"}
-    headers.update(request.headers)
-    headers[AGENT_HEADER] = request.agent
+    url = request.url.rstrip("/") + "/"
+    return exchange(client, "POST", url, post_headers(request), request.body, TIMEOUT, shown=request.url)
+
+
+def exchange(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    timeout: httpx.Timeout,
+    *,
+    shown: str | None = None,
+) -> InvocationResult:
+    """One request and its whole answer; :class:`ClrkError` naming ``shown`` (default: ``url``)
+    when nothing answers there."""
     started = time.monotonic()
     try:
-        response = client.post(request.url.rstrip("/") + "/", content=request.body, headers=headers, timeout=TIMEOUT)
+        response = client.request(method, url, content=body, headers=dict(headers), timeout=timeout)
     except httpx.TimeoutException:
-        raise ClrkError(f"{request.url}: no answer within {TIMEOUT.read:g}s") from None
+        raise ClrkError(f"{shown or url}: no answer within {timeout.read:g}s") from None
     except httpx.HTTPError as exc:
         raise ClrkError(
-            f"{request.url}: nothing answers there ({type(exc).__name__}); start one with `clrk dev` or pass --url"
+            f"{shown or url}: nothing answers there ({type(exc).__name__}); start one with `clrk dev` or pass --url"
         ) from None
     return InvocationResult(
         status=response.status_code,

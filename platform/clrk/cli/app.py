@@ -10,7 +10,7 @@ from collections.abc import Callable
 import typer
 
 from clrk import __version__
-from clrk.cli import authoring, cluster, dev, manifests
+from clrk.cli import authoring, cluster, dev, invocations, manifests
 from clrk.cli.egress import egress
 from clrk.errors import ClrkError
 
@@ -45,6 +45,7 @@ PANELS: dict[str, list[Callable[..., None]]] = {
 for panel, commands in PANELS.items():
     for command in commands:
         app.command(rich_help_panel=panel)(command)
+app.add_typer(invocations.app, rich_help_panel="On this machine")
 
 
 def main() -> None:

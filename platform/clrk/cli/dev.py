@@ -51,6 +51,10 @@ def dev(
         typer.Option(help="Test seam HOST:PORT=ADDR:PORT, TLS still verified (repeatable)."),
     ] = None,
     egress_upstream_ca: Annotated[Path | None, typer.Option(help="Extra CA for upstream TLS.")] = None,
+    async_retention: Annotated[
+        str | None,
+        typer.Option(help="How long finished async invocations and their results are kept [24h]."),
+    ] = None,
     no_tui: Annotated[bool, typer.Option("--no-tui", help="Plain log lines even on a terminal.")] = False,
 ) -> None:
     """Serve agents on this machine: ingress, one sandbox per request, the egress gateway."""
@@ -65,6 +69,7 @@ def dev(
         sandbox=sandbox,
         egress_upstreams=egress_upstream,
         egress_upstream_ca=egress_upstream_ca,
+        async_retention=async_retention,
         agent_path=agent_path(),
     )
     from clrk.dev.running import run_dev  # the gateway (mitmproxy) is heavy: import it only here

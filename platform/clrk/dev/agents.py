@@ -41,15 +41,20 @@ def runtime_settings(
     agent_path: str,
     binds: Mapping[str, str],
     request_key_file: Path | None = None,
+    heartbeat_seconds: float | None = None,
 ) -> RuntimeSettings:
     """``binds`` maps each COPY destination to the host path holding that file;
-    ``request_key_file`` holds the key the ingress signs this agent's requests with."""
+    ``request_key_file`` holds the key the ingress signs this agent's requests with;
+    ``heartbeat_seconds``: silence before a keep-alive on a streamed answer (the shim's default
+    when None)."""
     argv = bundle.argv(agent)
     if argv and argv[0] in binds:
         argv = [binds[argv[0]], *argv[1:]]
     spec = agent.spec
+    extra = {} if heartbeat_seconds is None else {"heartbeat_seconds": heartbeat_seconds}
     return RuntimeSettings.model_validate(
         {
+            **extra,
             "command": argv,
             "agent": agent.ref,
             "timeout": spec.timeout.total_seconds(),

@@ -101,6 +101,11 @@ async def run_dev(settings: DevSettings, environ: Mapping[str, str], *, tui: boo
     try:
         banner = [f"clrk dev: serving {len(server.runtimes)} agent(s) on http://{settings.host}:{server.port}/"]
         banner += [f"  {command}" for command in server.curl_commands()]
+        if server.callback_keys is not None:
+            banner.append(
+                "async callbacks are signed (Standard Webhooks); each namespace's secret is in "
+                f"{server.callback_keys.secrets_dir}/<namespace>"
+            )
         if tui:
             from clrk.dev.tui import DevApp
 

@@ -8,6 +8,12 @@ The ingress signs every request it forwards, as in a cluster: the dev server mak
 of its own at every start, and gives each shim its namespace's ``request`` key (in a file of a
 0700 folder of the system's temp dir, removed at stop), so a shim here runs only what the
 ingress sent, with the invocation id the ingress minted.
+
+Async invocations (``Prefer: respond-async``) are kept in ``<state_dir>/invocations.sqlite3``
+and run as tasks of this process (:class:`~clrk.ingress.LocalDispatcher`): a restart keeps the
+finished ones (until ``async_retention``), runs the ones that had not reached their agent, and
+says ``interrupted`` of the ones it cut. Their callbacks are signed with the persistent key of
+:mod:`clrk.dev.callback_keys`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +41,7 @@ from clrk.api import Caller
 from clrk.api.egress import SecretRef
 from clrk.api.schedules import schedule_path
 from clrk.dev.agents import copy_binds, runtime_settings
+from clrk.dev.callback_keys import CallbackKeys
 from clrk.dev.doctor import check, requirements
 from clrk.dev.scheduling import Scheduler
 from clrk.dev.settings import DevSettings
@@ -44,14 +52,22 @@ from clrk.egress.settings import EgressSettings
 from clrk.errors import ClrkError, EgressPolicyError
 from clrk.ingress import (
     AgentTarget,
+    AsyncRuns,
+    CallbackSender,
     CallerKey,
     CallerKeys,
+    FileRunStore,
     IngressSettings,
     InProcessForwarder,
     InvocationRecord,
+    LocalDispatcher,
+    Runner,
+    RunRecord,
+    Usage,
     caller_key,
     create_app,
 )
+from clrk.ingress.settings import is_loopback
 from clrk.manifests import Bundle, egress_config, load_bundle
 from clrk_runtime.protocol.headers import AGENT_HEADER
 from clrk_runtime.protocol.keys import namespace_key, namespace_of, schedule_token
@@ -148,6 +164,13 @@ class DevServer:
     _stage: Stage | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    runs: AsyncRuns | None = None
+    """Async invocations: their store and dispatcher (set at :meth:`start`)."""
+    callback_keys: CallbackKeys | None = None
+    """The key async callbacks are signed with (set at :meth:`start`)."""
+    _dispatcher: LocalDispatcher | None = None
+    _callbacks: CallbackSender | None = None
+    _run_store: FileRunStore | None = None
 
     def __post_init__(self) -> None:
         self._forwarder = InProcessForwarder(saturated=self._saturated, platform_key=self._platform_key)
@@ -230,6 +253,7 @@ class DevServer:
         )
         await self.egress.start()
         try:
+            self.callback_keys = CallbackKeys(settings.state_dir)
             await self._serve_agents(bundle)
             ingress = IngressSettings.model_validate(
                 {"host": settings.host, "port": settings.port, "auth": settings.auth}
@@ -237,6 +261,7 @@ class DevServer:
             callers = self.callers
             callers.open_mode = ingress.open_mode
             callers.replace(_caller_keys(bundle.manifests.callers, self._secrets))
+            self.runs = await self._start_runs(ingress)
             self._app = app = create_app(
                 self._forwarder,
                 callers,
@@ -244,6 +269,7 @@ class DevServer:
                 self._finished,
                 extra_routes=self.extra_routes,
                 schedule_key=self._platform_key,
+                runs=self.runs,
             )
             config = uvicorn.Config(
                 app,
@@ -277,6 +303,66 @@ class DevServer:
         elif not callers.keys:
             log.warning("keys mode with no Caller declared: every request will get 401")
 
+    async def _start_runs(self, ingress: IngressSettings) -> AsyncRuns:
+        """The store of async invocations, their runner and dispatcher; resumes what the
+        previous process left (see :class:`~clrk.ingress.LocalDispatcher`)."""
+        settings = self.settings
+        assert self.callback_keys is not None
+        self._run_store = store = await FileRunStore.open(
+            settings.state_dir / "invocations.sqlite3",
+            retention_s=settings.async_retention,
+            max_result_bytes_total=settings.async_results_max_bytes,
+        )
+        local = is_loopback(settings.host)  # a receiver on this machine; not when serving others
+        self._callbacks = CallbackSender(
+            store,
+            self.callback_keys.secret,
+            allow_loopback=local,
+            attempts=settings.callback_attempts,
+            backoff=settings.callback_backoff,
+        )
+        runner = Runner(
+            store,
+            self._forwarder,
+            callbacks=self._callbacks,
+            usage=self._usage,
+            retention_s=settings.async_retention,
+            grace_s=ingress.grace_seconds,
+            on_end=self._async_ended,
+        )
+        self._dispatcher = LocalDispatcher(runner, store)
+        await self._dispatcher.start()
+        return AsyncRuns(
+            store,
+            self._dispatcher,
+            retention_s=settings.async_retention,
+            heartbeat_s=settings.heartbeat,
+            allow_loopback_callbacks=local,
+        )
+
+    async def _usage(self, invocation_id: str) -> Usage | None:
+        """What the embedded gateway counted for an invocation."""
+        if self.egress is None:
+            return None
+        totals = self.egress.usage.totals(invocation_id)
+        return Usage(
+            input_tokens=totals.input_tokens,
+            output_tokens=totals.output_tokens,
+            cache_creation_input_tokens=totals.cache_creation_input_tokens,
+            cache_read_input_tokens=totals.cache_read_input_tokens,
+            model_calls=len(self.egress.usage.calls(invocation_id)),
+        )
+
+    def _async_ended(self, record: RunRecord) -> None:
+        """An async invocation ended: as a synchronous one's answer, its credentials die now
+        and the requests pane shows it (a cancelled run, which has no answer, as 409)."""
+        end = record.finished_at if record.finished_at is not None else time.time()
+        began = record.started_at if record.started_at is not None else record.created_at
+        status = record.http_status if record.http_status is not None else 409
+        self._finished(
+            InvocationRecord(record.invocation_id, record.agent, status, max(0.0, end - began), record.caller, end)
+        )
+
     async def _post(self, headers: dict[str, str], body: bytes) -> int:
         """One scheduled run through the ingress, in-process: posted where a PingSource posts in a
         cluster, the schedule route with the agent's token (made from this server's platform key),
@@ -307,6 +393,7 @@ class DevServer:
                         agent_path=stage.path,
                         binds=stage.binds.get(agent.ref, {}),
                         request_key_file=self._request_key_file(namespace_of(agent.ref)),
+                        heartbeat_seconds=self.settings.heartbeat,
                     )
                 )
                 await runtime.start()
@@ -317,12 +404,15 @@ class DevServer:
             raise
         old, self.runtimes, self.bundle = self.runtimes, started, bundle
         old_stage, self._stage = self._stage, stage
+        callbacks = {a.ref: a.spec.callback.url if a.spec.callback else None for a in bundle.manifests.agents}
         self._forwarder.set_apps(
             {
-                ref: (AgentTarget(ref, runtime.settings.timeout), ShimApp(runtime, lifespan=False))
+                ref: (AgentTarget(ref, runtime.settings.timeout, callbacks.get(ref)), ShimApp(runtime, lifespan=False))
                 for ref, runtime in started.items()
             }
         )
+        if self.callback_keys is not None:
+            self.callback_keys.publish(namespace_of(ref) for ref in started)
         await asyncio.gather(*(r.stop() for r in old.values()), return_exceptions=True)
         if old_stage is not None:
             old_stage.remove()
@@ -373,14 +463,24 @@ class DevServer:
                 await self.reload_if_changed()
 
     async def stop(self) -> None:
-        """Stop taking requests, let in-flight invocations finish, then stop every piece. A reload
-        under way finishes first (it starts shims too); :meth:`watch` returns and none starts."""
+        """Stop taking requests, let in-flight synchronous invocations finish, then stop every
+        piece. Async runs under way are cut first (they may run for an hour): each ends
+        ``interrupted``, or goes back to the queue if it had not reached its agent yet, so that
+        readers of their events end too (before a reload under way is waited for: it may be
+        waiting for the shims it replaced to finish their runs). A reload under way finishes
+        first (it starts shims too); :meth:`watch` returns and none starts."""
         self._stopping.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self.runs is not None:  # followers of async runs' events are told to come back later
+            self.runs.stopping.set()
+        if self._dispatcher is not None:  # an async run accepted from now on stays queued for the next start
+            dispatcher, self._dispatcher = self._dispatcher, None
+            await dispatcher.aclose()
         async with self._reloading:
             if self._scheduler is not None:
                 self._scheduler.stop()
             if self._server is not None and self._serving is not None:
-                self._server.should_exit = True
                 await self._serving
                 self._server = self._serving = None
             runtimes, self.runtimes = self.runtimes, {}
@@ -389,6 +489,13 @@ class DevServer:
                 self._stage.remove()
                 self._stage = None
             await self._forwarder.aclose()
+            if self._callbacks is not None:
+                await self._callbacks.aclose()
+                self._callbacks = None
+            if self._run_store is not None:
+                await self._run_store.aclose()
+                self._run_store = None
+            self.runs = None
             if self.egress is not None:
                 await self.egress.stop()
                 self.egress = None

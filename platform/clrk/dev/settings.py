@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clrk.egress.settings import CommaList
+from clrk_runtime.protocol.durations import parse_duration
 
 __all__ = ["DevSettings"]
 
@@ -35,3 +36,20 @@ class DevSettings(BaseSettings):
     """Seconds between checks of the manifests for changes."""
     agent_path: str = "/usr/local/bin:/usr/bin:/bin"
     """PATH inside sandboxes; ``clrk dev`` passes the host's, so host tools resolve."""
+    async_retention: float = Field(86400.0, gt=0)
+    """Seconds (or a duration: ``24h``, ``90m``) a finished async invocation's status, result and
+    output are kept in the state directory (``--async-retention``, ``CLRK_ASYNC_RETENTION``)."""
+    async_results_max_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    """The most bytes of async results kept at once; the oldest go first past it."""
+    callback_attempts: int = Field(8, ge=1, le=30)
+    """Tries of an async invocation's callback (``CLRK_CALLBACK_ATTEMPTS``)."""
+    callback_backoff: float = Field(1.0, gt=0)
+    """Seconds before a callback's first retry, doubling at each next one (``CLRK_CALLBACK_BACKOFF``)."""
+    heartbeat: float = Field(15.0, gt=0)
+    """Seconds of silence on an event stream (a streamed call's, an async run's events) before a
+    keep-alive comment (``CLRK_HEARTBEAT``)."""
+
+    @field_validator("async_retention", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value

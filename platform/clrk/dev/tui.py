@@ -1,8 +1,11 @@
-"""The ``clrk dev`` terminal UI (Textual): agents, requests, otel-traces and logs panes.
+"""The ``clrk dev`` terminal UI (Textual): agents, requests, otel-traces, logs and output panes.
 
-It only reads: the server's runtimes and records, the span store, the log buffer; a timer
-refreshes the panes. Credentials never reach it: the egress gateway records credential headers
-as ``[redacted]`` before a span is ever exported.
+It only reads: the server's runtimes and records, the span store, the log buffer, and the stdout
+of invocations as they run (:mod:`.live_output`, subscribed to every runtime, again after each
+reload); timers refresh the panes. The output pane follows the last invocation started that
+still runs; Enter on a row of the requests pane shows that one's last lines instead, ``f``
+follows again. Credentials never reach it: the egress gateway records credential headers as
+``[redacted]`` before a span is ever exported.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from textual.binding import BindingType
 from textual.containers import Grid
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
+from clrk.dev.live_output import LiveOutput, OutputWatch
 from clrk.dev.logs import LogBuffer
 from clrk.dev.serving import DevServer
 from clrk.telemetry.spans import SpanStore, span_to_dict
@@ -36,16 +40,25 @@ def _tokens(server: DevServer, invocation_id: str) -> str:
 class DevApp(App[None]):
     TITLE = "clrk dev"
     CSS = """
-    Grid { grid-size: 2 3; grid-rows: 1fr 1fr 8; }
+    Grid { grid-size: 2 4; grid-rows: 1fr 1fr 1fr 8; }
     .pane { border: round $accent; height: 1fr; }
+    #output { column-span: 2; }
     #attributes { column-span: 2; height: 8; overflow-y: auto; border: round $accent; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [("q", "quit", "Quit")]
+    BINDINGS: ClassVar[list[BindingType]] = [("q", "quit", "Quit"), ("f", "follow", "Follow the latest output")]
+    OUTPUT_INTERVAL = 0.1
+    """Seconds between two looks at the live output (drawn only when it changed)."""
 
     def __init__(self, server: DevServer, store: SpanStore, logs: LogBuffer, banner: list[str]) -> None:
         super().__init__()
         self.server, self.store, self.log_buffer, self.banner = server, store, logs, banner
         self._log_cursor = 0  # the last log line shown, as LogBuffer numbers them
+        self.live = LiveOutput()
+        self._watch = OutputWatch(self.live)
+        self._pinned: str | None = None  # the invocation chosen in the requests pane
+        self._shown: tuple[str | None, bool] = (None, False)  # invocation in the output pane, running
+        self._shown_lines = 0  # its lines drawn so far, as LiveOutput counts them
+        self._drawn = -1  # LiveOutput.version last drawn
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -62,6 +75,9 @@ class DevApp(App[None]):
             logs = RichLog(id="logs", classes="pane", wrap=False, max_lines=2000)
             logs.border_title = "logs"
             yield logs
+            output = RichLog(id="output", classes="pane", wrap=False, max_lines=self.live.lines_kept)
+            output.border_title = "output"
+            yield output
             attributes = Static("", id="attributes")
             attributes.border_title = "span attributes"
             yield attributes
@@ -77,7 +93,12 @@ class DevApp(App[None]):
         for line in self.banner:
             log.write(line)
         self.refresh_panes()
+        self.refresh_output()
         self.set_interval(0.5, self.refresh_panes)
+        self.set_interval(self.OUTPUT_INTERVAL, self.refresh_output)
+
+    def on_unmount(self) -> None:
+        self._watch.close()
 
     def refresh_panes(self) -> None:
         agents = self.query_one("#agents", DataTable)
@@ -122,6 +143,41 @@ class DevApp(App[None]):
         new, self._log_cursor = self.log_buffer.since(self._log_cursor)
         for line in new:
             log.write(line)
+
+    def refresh_output(self) -> None:
+        """Draw what the output pane lacks: the lines new since the last look, or all the lines
+        kept of another invocation once the one to show changed. Watches the runtimes a reload
+        started first (it swaps ``server.runtimes``), so a new one's runs are seen from their start
+        but for the few started within one interval of the swap."""
+        self._watch.sync(self.server.runtimes)
+        invocation = self._pinned or self.live.latest()
+        state = (invocation, invocation is not None and self.live.is_running(invocation))
+        if self.live.version == self._drawn and state == self._shown:
+            return
+        self._drawn = self.live.version
+        output = self.query_one("#output", RichLog)
+        if invocation != self._shown[0]:
+            output.clear()
+            self._shown_lines = 0
+        if state != self._shown:
+            self._shown = state
+            running = "running" if state[1] else "ended"
+            agent = (self.live.agent(invocation) or "") if invocation else ""
+            output.border_title = f"output: {agent} {invocation} ({running})" if invocation else "output"
+        if invocation is None:
+            return
+        lines, self._shown_lines = self.live.since(invocation, self._shown_lines)
+        for line in lines:
+            output.write(line)
+
+    def action_follow(self) -> None:
+        self._pinned = None
+        self.refresh_output()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "requests":
+            self._pinned = str(event.data_table.get_row(event.row_key)[1]) or None
+            self.refresh_output()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id != "traces":

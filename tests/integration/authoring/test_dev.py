@@ -59,7 +59,12 @@ def test_a_new_agent_answers_through_clrk_dev(template: str, dev_url: str) -> No
     body = json.dumps(BODIES.get(template, {"prompt": "What is the capital of France?"}))
     ran = clrk("invoke", f"new-{template}", "--data", body, "--url", dev_url, "--verbose")
     assert ran.exit_code == 0, ran.stderr
-    assert json.loads(ran.stdout) == ANSWERS.get(template, {"answer": "Paris."})
+    if template == "claude-stream":  # the CLI's events, one a line: the last is its result
+        events = [json.loads(line) for line in ran.stdout.splitlines()]
+        assert events[0]["type"] == "system"
+        assert (events[-1]["type"], events[-1]["result"], events[-1]["is_error"]) == ("result", "Paris.", False)
+    else:
+        assert json.loads(ran.stdout) == ANSWERS.get(template, {"answer": "Paris."})
     assert "status: 200 OK" in ran.stderr
     assert "tokens: 11 in, 7 out (1 model call)" in ran.stderr
 
@@ -69,3 +74,13 @@ def test_a_new_agent_answers_bad_input_with_a_400(dev_url: str) -> None:
     assert ran.exit_code == 1
     assert ran.stderr.startswith('error: bad_input: the body must be a JSON object with "prompt"')
     assert "(invocation " in ran.stderr
+
+
+def test_claude_streams_each_event_as_one_line_with_follow(dev_url: str) -> None:
+    body = json.dumps({"prompt": "What is the capital of France?"})
+    ran = clrk("invoke", "new-claude-stream", "--follow", "--data", body, "--url", dev_url)
+    assert ran.exit_code == 0, ran.stderr
+    events = [json.loads(line) for line in ran.stdout.splitlines()]
+    deltas = [e["event"]["delta"] for e in events if e["type"] == "stream_event" and "delta" in e["event"]]
+    assert "".join(d.get("text", "") for d in deltas) == "Paris.", "the model's text, as it was generated"
+    assert (events[-1]["type"], events[-1]["result"]) == ("result", "Paris.")

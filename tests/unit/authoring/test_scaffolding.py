@@ -28,8 +28,14 @@ from clrk.cli.authoring import TEMPLATES_HELP
 from clrk.manifests import load_bundle
 
 REPO = Path(__file__).resolve().parents[3]
-TEMPLATES = ["jq-bot", "node", "python", "shell"]
-ENTRYPOINTS = {"jq-bot": "agent.sh", "shell": "agent.sh", "python": "agent.py", "node": "agent.mjs"}
+TEMPLATES = ["claude-stream", "jq-bot", "node", "python", "shell"]
+ENTRYPOINTS = {
+    "jq-bot": "agent.sh",
+    "shell": "agent.sh",
+    "python": "agent.py",
+    "node": "agent.mjs",
+    "claude-stream": "agent.sh",
+}
 
 
 def test_the_templates_are_the_repositorys_in_an_editable_install() -> None:
@@ -38,7 +44,7 @@ def test_the_templates_are_the_repositorys_in_an_editable_install() -> None:
 
 
 def test_the_clis_help_names_every_template() -> None:
-    assert TEMPLATES_HELP == "jq-bot, shell, python or node."
+    assert TEMPLATES_HELP == "jq-bot, shell, python, node or claude-stream."
     assert sorted(TEMPLATES_HELP.rstrip(".").replace(" or ", ", ").split(", ")) == TEMPLATES
 
 

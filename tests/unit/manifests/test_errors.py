@@ -55,7 +55,7 @@ def test_value_from_names_the_field_and_the_remedy(tmp_path: Path) -> None:
     [
         ({"timout": "10s"}, "spec.timout", "unknown field"),
         ({"timeout": "ten seconds"}, "spec.timeout", "'ten seconds'"),
-        ({"timeout": "601s"}, "spec.timeout", "at most 600s"),
+        ({"timeout": "3601s"}, "spec.timeout", "at most 3600s"),
         ({"timeout": "0s"}, "spec.timeout", "positive"),
         ({"warmPoolSize": -1}, "spec.warmPoolSize", "found -1"),
         ({"maxConcurrency": 0}, "spec.maxConcurrency", "found 0"),
