@@ -144,8 +144,9 @@ def knative_crds() -> list[dict[str, Any]]:
 
 
 def install_knative(cluster: Cluster) -> None:
-    """Knative's CRDs, and the namespace and ConfigMap of Knative Serving that `clrk install`
-    patches: what a cluster with Knative installed holds (no controllers: nothing reconciles)."""
+    """Knative's CRDs (Serving's Service; Eventing's PingSource, Broker and Trigger), and the
+    namespace and ConfigMaps of Knative Serving that `clrk install` patches: what a cluster with
+    Knative installed holds (no controllers: nothing reconciles)."""
     crds = cluster.resource("apiextensions.k8s.io/v1", "CustomResourceDefinition")
     for crd in knative_crds():
         crds.server_side_apply(body=crd, field_manager="test")
@@ -154,13 +155,13 @@ def install_knative(cluster: Cluster) -> None:
     cluster.resource("v1", "Namespace").server_side_apply(
         body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "knative-serving"}}, field_manager="test"
     )
-    features = {"_example": "see knative docs"}
-    cluster.resource("v1", "ConfigMap").server_side_apply(
-        body={
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "config-features", "namespace": "knative-serving"},
-            "data": features,
-        },
-        field_manager="knative-install",
-    )
+    for name in ("config-features", "config-defaults"):
+        cluster.resource("v1", "ConfigMap").server_side_apply(
+            body={
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "knative-serving"},
+                "data": {"_example": "see knative docs"},
+            },
+            field_manager="knative-install",
+        )

@@ -11,6 +11,7 @@ import pytest
 
 from clrk.cli.options import settings_from
 from clrk.dev.settings import DevSettings
+from clrk.manifests.compiling import KNATIVE_TIMEOUT_MARGIN_S
 from clrk.manifests.documents import load_all
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ def test_render_jq_bot() -> None:
     service = objects[0]
     assert service["kind"] == "Service"
     assert service["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
-    assert service["spec"]["template"]["spec"]["timeoutSeconds"] == 100
+    assert service["spec"]["template"]["spec"]["timeoutSeconds"] == 100 + KNATIVE_TIMEOUT_MARGIN_S
 
 
 def test_value_from_is_an_error_naming_file_and_field(tmp_path: Path) -> None:

@@ -162,10 +162,12 @@ def install(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
-    """Install clrk onto a cluster that runs Knative Serving (and Eventing, for schedules).
+    """Install clrk onto a cluster that runs Knative Serving (and Eventing, for schedules and
+    async invocations).
 
     Installs exactly the images, cluster domain and Knative namespaces given (or $CLRK_*, or the
-    defaults), and records them for `clrk apply` and the operator."""
+    defaults), and records them for `clrk apply` and the operator. Generates the CA, the platform
+    key and Redis's password once; raises Knative Serving's longest revision timeout to 3600 s."""
     from clrk.cluster import connect, installing
     from clrk.cluster.configs import install_objects
     from clrk.cluster.settings import platform_configmap
@@ -257,7 +259,9 @@ def ingress(
     context: Context = None,
 ) -> None:
     """Serve the ingress in a cluster: route to each TaskAgent's Knative Service over HTTP.
-    Callers' keySecretRef Secrets are read through the API server, from each Caller's namespace."""
+    Callers' keySecretRef Secrets are read through the API server, from each Caller's namespace.
+    With $CLRK_INGRESS_BROKER_URL and $CLRK_INGRESS_REDIS_URL (the Deployment sets both), it takes
+    async invocations too: kept in Redis, carried by Knative Eventing's Broker, run on POST /_clrk/runs."""
     import asyncio
 
     from clrk.cluster import connect

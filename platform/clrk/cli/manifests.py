@@ -67,8 +67,13 @@ def render(filename: PathsOption, runtime_image: RuntimeImage = None, cluster_do
 
 
 def validate(filename: PathsOption) -> None:
-    """Check manifests without a cluster: schema, references, entrypoints, warnings."""
+    """Check manifests without a cluster: schema, references, entrypoints, warnings; and note the
+    limits an agent is within but may not expect (a spec.timeout only async calls may use)."""
+    from clrk.manifests.limits import limit_notes
+
     manifests = _load(filename).manifests
+    for note in limit_notes(manifests.agents):
+        typer.echo(f"note: {note}", err=True)
     counts = (
         f"{len(manifests.agents)} TaskAgent(s), {len(manifests.policies)} "
         f"CredentialInjectionPolicy(ies), {len(manifests.schedules)} TaskSchedule(s), "

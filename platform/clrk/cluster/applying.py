@@ -39,7 +39,7 @@ from clrk.errors import ClusterError
 from clrk.manifests.options import ClusterOptions
 from clrk.manifests.policies import SYSTEM_NAMESPACE
 from clrk.manifests.schedules import with_schedule_token
-from clrk.manifests.tenancy import agent_keys_secret
+from clrk.manifests.tenancy import agent_keys_secret, callback_secret
 
 __all__ = ["FIELD_MANAGER", "Applier", "ApplyOptions", "apply_plan", "delete_plan", "unchanged"]
 
@@ -211,6 +211,7 @@ class Applier:
                 self.apply(body, "platform/config/agent-namespace.yaml")
             if namespace != SYSTEM_NAMESPACE:
                 self.apply(agent_keys_secret(namespace, key, platform), f"the keys of namespace {namespace}")
+                self.apply(callback_secret(namespace, key, platform), f"the callback secret of namespace {namespace}")
                 self.remove_retired_copy(namespace)
         for api_version, kind, name in SHARED:
             resource = self.cluster.resource(api_version, kind)

@@ -13,6 +13,11 @@ The gateway needs no Kubernetes API: it reads only files mounted into its pod (t
 platform key, its merged configuration, and the provider-key Secrets its injections name, which
 :func:`gateway_secrets` projects into its ``secrets`` volume whenever that configuration is
 rewritten). Its pod mounts no service-account token.
+
+Async invocations: Redis (``redis.yaml``) behind the password of Secret ``clrk-redis``
+(:func:`redis_secret`, generated once per cluster, with a copy for the ingress:
+:func:`redis_password_copy`), and Knative Eventing's Broker and Trigger (``eventing.yaml``); the
+ingress's broker and Redis URLs name the cluster domain (:func:`install_objects` writes it in).
 """
 
 from __future__ import annotations
@@ -37,20 +42,24 @@ from clrk.errors import ClusterError
 from clrk.manifests.documents import load_all
 from clrk.manifests.options import ClusterOptions, default_image
 from clrk.manifests.policies import SYSTEM_NAMESPACE
-from clrk.manifests.tenancy import agent_ingress_policy, agent_keys_secret
+from clrk.manifests.tenancy import agent_ingress_policy, agent_keys_secret, callback_secret
 
 __all__ = [
     "AGENT_POD_SECURITY",
     "POD_SECURITY_ENFORCE",
+    "REDIS_SECRET",
     "RESERVED_SECRETS",
     "agent_namespace_objects",
     "ca_objects",
     "config_dir",
     "gateway_secrets",
     "install_objects",
+    "knative_defaults",
     "knative_features",
     "platform_key_secret",
     "pod_security_labels",
+    "redis_password_copy",
+    "redis_secret",
     "rendered_namespace_objects",
 ]
 
@@ -61,6 +70,7 @@ AGENT_POD_SECURITY = "baseline"
 SETGID, KILL, CHOWN, FOWNER and DAC_OVERRIDE added, all on baseline's list of allowed
 capabilities; ``restricted`` refuses root and every added capability but NET_BIND_SERVICE."""
 _ADMITTING = ("privileged", "baseline")
+REDIS_SECRET = "clrk-redis"  # noqa: S105 (a Secret's name)
 
 
 def config_dir() -> Path:
@@ -92,11 +102,19 @@ def _set_env(container: dict[str, Any], name: str, value: str) -> None:
     container["env"] = [*env, {"name": name, "value": value}]
 
 
+def _with_domain(container: dict[str, Any], cluster_domain: str) -> None:
+    """``svc.cluster.local`` in the URLs the files hold, as ``svc.<cluster_domain>``."""
+    for var in container.get("env") or []:
+        if "value" in var and ".svc.cluster.local" in var["value"]:
+            var["value"] = var["value"].replace(".svc.cluster.local", f".svc.{cluster_domain}")
+
+
 def install_objects(options: ClusterOptions | None = None) -> list[dict[str, Any]]:
     """Every static object of the platform, CRDs first, in the kustomization's order, with the
     images and cluster domain of ``options`` (as a kustomize ``images:`` entry and an env patch
     would set them): the ingress and the operator get ``CLRK_CLUSTER_DOMAIN``, the operator also
-    ``CLRK_RUNTIME_IMAGE`` (it compiles agents as ``clrk apply`` does)."""
+    ``CLRK_RUNTIME_IMAGE`` (it compiles agents as ``clrk apply`` does); the broker and Redis URLs
+    of the ingress and the gateway name the cluster domain."""
     options = options or ClusterOptions()
     images = {default_image("ingress"): options.ingress_image, default_image("egress"): options.egress_image}
     out = copy.deepcopy(list(_install_objects()))
@@ -107,6 +125,7 @@ def install_objects(options: ClusterOptions | None = None) -> list[dict[str, Any
         for container in [*pod.get("initContainers", []), *pod["containers"]]:
             container["image"] = images.get(container["image"], container["image"])
         for container in pod["containers"]:
+            _with_domain(container, options.cluster_domain)
             if name in ("clrk-ingress", "clrk-operator"):
                 _set_env(container, "CLRK_CLUSTER_DOMAIN", options.cluster_domain)
             if name == "clrk-operator":
@@ -114,9 +133,22 @@ def install_objects(options: ClusterOptions | None = None) -> list[dict[str, Any
     return out
 
 
+def _knative_configmap(name: str) -> dict[str, Any]:
+    for body in _documents(config_dir() / "knative-features.yaml"):
+        if body["metadata"]["name"] == name:
+            return body
+    raise ClusterError(f"clrk's install manifests are incomplete: no {name} in knative-features.yaml; reinstall clrk")
+
+
 def knative_features() -> dict[str, Any]:
     """The keys of Knative Serving's ``config-features`` that the compiled agent pods need."""
-    return _documents(config_dir() / "knative-features.yaml")[0]
+    return _knative_configmap("config-features")
+
+
+def knative_defaults() -> dict[str, Any]:
+    """The key of Knative Serving's ``config-defaults`` an async run needs: the longest revision
+    timeout, raised to :data:`~clrk_runtime.protocol.invocations.MAX_ASYNC_TIMEOUT_S`."""
+    return _knative_configmap("config-defaults")
 
 
 def agent_namespace_objects(
@@ -145,6 +177,7 @@ def rendered_namespace_objects(namespaces: Iterable[str], options: ClusterOption
     for namespace in sorted(set(namespaces)):
         out += agent_namespace_objects(namespace, (), options)
         out.append(agent_keys_secret(namespace, None, options))
+        out.append(callback_secret(namespace, None, options))
     return out
 
 
@@ -228,7 +261,34 @@ def platform_key_secret(options: ClusterOptions | None = None) -> dict[str, Any]
     }
 
 
-RESERVED_SECRETS = frozenset({"clrk-ca-key", "clrk-platform-key", "clrk-egress-token"})
+def redis_secret() -> dict[str, Any]:
+    """Redis's password (32 random bytes as hex: safe in a URL), in clrk-system: ``password`` for
+    clients (the gateway), ``auth.conf`` for the server (``requirepass``, read with ``--include``,
+    so the password is in no process's arguments)."""
+    password = secrets.token_hex(32)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": REDIS_SECRET, "namespace": SYSTEM_NAMESPACE, "labels": _LABELS},
+        "type": "Opaque",
+        "stringData": {"password": password, "auth.conf": f"requirepass {password}\n"},
+    }
+
+
+def redis_password_copy(original: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The ``password`` key of Secret clrk-redis (``original``, as read from clrk-system) in
+    ``namespace`` (the ingress's: a pod mounts only its own namespace's Secrets)."""
+    data = original.get("data") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": REDIS_SECRET, "namespace": namespace, "labels": _LABELS},
+        "type": "Opaque",
+        "data": {"password": data["password"]} if "password" in data else {},
+    }
+
+
+RESERVED_SECRETS = frozenset({"clrk-ca-key", "clrk-platform-key", "clrk-egress-token", REDIS_SECRET})
 """The platform's own Secrets in clrk-system, never projected into the gateway's ``secrets``
 volume (an injection naming one would send the CA key or the platform key upstream)."""
 

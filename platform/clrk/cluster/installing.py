@@ -7,7 +7,15 @@ which its pod mounts) is written from whatever the cluster already holds, empty 
 the images and cluster domain it was given (or the defaults: a setting not given is not kept
 from an earlier install, so that upgrading clrk upgrades its images) are recorded in ConfigMap
 ``clrk-platform``, which ``clrk apply`` and the operator compile agents with; Knative's
-``config-features`` gets the four flags the agent pods need.
+``config-features`` gets the four flags the agent pods need, and its ``config-defaults`` a
+``max-revision-timeout-seconds`` of 3610 (an agent whose ``spec.timeout`` is over Knative's 600 s
+default deploys, its async invocations may run an hour, and Knative's timeouts wait 10 s past the
+shim's: :data:`~clrk.manifests.compiling.KNATIVE_MAX_TIMEOUT_S`).
+
+Async invocations: Redis's password (Secret ``clrk-redis``) is made once, like the platform key,
+and its ``password`` copied into the ingress's namespace on every install. The Broker and Trigger
+need Knative Eventing: on a cluster without it they are left out with a note (async invocations
+then answer 503 until Eventing is installed and ``clrk install`` runs again).
 
 Upgrading from a clrk that kept one proxy-token key for every namespace (Secret
 ``clrk-egress-token``, copied into each agent namespace) and gave the gateway a ClusterRole on
@@ -32,7 +40,16 @@ import time
 from typing import Any
 
 from clrk.cluster.applying import Applier, ApplyOptions, Report
-from clrk.cluster.configs import ca_objects, install_objects, knative_features, platform_key_secret
+from clrk.cluster.configs import (
+    REDIS_SECRET,
+    ca_objects,
+    install_objects,
+    knative_defaults,
+    knative_features,
+    platform_key_secret,
+    redis_password_copy,
+    redis_secret,
+)
 from clrk.cluster.connecting import Cluster
 from clrk.cluster.failures import missing_kind
 from clrk.cluster.settings import PLATFORM_CONFIGMAP, platform_configmap, recorded_settings
@@ -52,12 +69,35 @@ RETIRED = (
 was copied into every agent namespace, and the gateway's rights on every Secret and ConfigMap."""
 
 
-def _require_knative(cluster: Cluster, report: Report) -> None:
+def _require_knative(cluster: Cluster, report: Report) -> bool:
+    """Raises without Knative Serving; whether Knative Eventing's Broker is served (noted when not)."""
     cluster.resource("serving.knative.dev/v1", "Service")  # raises, naming Knative Serving
     try:
         cluster.resource("sources.knative.dev/v1", "PingSource")
     except ClusterError:
         report(f"note: {missing_kind('sources.knative.dev/v1', 'PingSource', cluster.context)}")
+    try:
+        cluster.resource("eventing.knative.dev/v1", "Broker")
+    except ClusterError:
+        report(
+            "note: no Knative Eventing Broker on this cluster: the Broker and Trigger of async "
+            "invocations are left out (Prefer: respond-async answers 503) until it is installed "
+            "and `clrk install` runs again"
+        )
+        return False
+    return True
+
+
+def _knative_configmap(applier: Applier, forced: Applier, body: dict[str, Any]) -> None:
+    """Take our keys of one of Knative Serving's own ConfigMaps over (it must exist: a cluster
+    without it has a broken Serving install, and creating it here would hide that)."""
+    meta = body["metadata"]
+    if applier.get(applier.cluster.resource("v1", "ConfigMap"), meta["name"], meta["namespace"]) is None:
+        raise ClusterError(
+            f"Knative Serving looks incomplete: no ConfigMap {meta['namespace']}/{meta['name']}; "
+            "reinstall it (https://knative.dev/docs/install/yaml-install/serving/install-serving-with-yaml/)"
+        )
+    forced.apply(body, "platform/config/knative-features.yaml")
 
 
 def wait_established(cluster: Cluster, names: list[str], timeout: float = 60.0) -> None:
@@ -101,10 +141,12 @@ def ingress_key_copy(original: dict[str, Any], options: ClusterOptions) -> dict[
 def install(cluster: Cluster, report: Report, settings: PlatformSettings | None = None) -> ClusterOptions:
     """Apply the platform, the generated keys when absent, the gateway's configuration, the
     platform's settings and Knative's feature flags; returns the options installed."""
-    _require_knative(cluster, report)
+    eventing = _require_knative(cluster, report)
     options = (settings or PlatformSettings()).options()
     applier = Applier(cluster, ApplyOptions(platform=options), report)
     objects = install_objects(options)
+    if not eventing:
+        objects = [body for body in objects if not body["apiVersion"].startswith("eventing.knative.dev/")]
     for body in objects:
         applier.apply(body, "platform/config")
     wait_established(cluster, [b["metadata"]["name"] for b in objects if b["kind"] == _CRD])
@@ -119,16 +161,14 @@ def install(cluster: Cluster, report: Report, settings: PlatformSettings | None 
         applier.apply(platform_key_secret(options), "the generated platform key")
     key = applier.get(secret, options.platform_key_secret, SYSTEM_NAMESPACE) or {}
     applier.apply(ingress_key_copy(key, options), "the platform key, for the ingress")
+    if applier.get(secret, REDIS_SECRET, SYSTEM_NAMESPACE) is None:
+        applier.apply(redis_secret(), "the generated Redis password")
+    password = applier.get(secret, REDIS_SECRET, SYSTEM_NAMESPACE) or {}
+    applier.apply(redis_password_copy(password, INGRESS_NAMESPACE), "the Redis password, for the ingress")
     for api_version, kind, namespace, name in RETIRED:
         body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}}
         applier.delete(body, "deleted (retired)")
-    features = knative_features()
-    meta = features["metadata"]
-    if applier.get(cluster.resource("v1", "ConfigMap"), meta["name"], meta["namespace"]) is None:
-        raise ClusterError(
-            f"Knative Serving looks incomplete: no ConfigMap {meta['namespace']}/{meta['name']}; "
-            "reinstall it (https://knative.dev/docs/install/yaml-install/serving/install-serving-with-yaml/)"
-        )
     forced = Applier(cluster, ApplyOptions(force_conflicts=True), report)
-    forced.apply(features, "platform/config/knative-features.yaml")
+    _knative_configmap(applier, forced, knative_features())
+    _knative_configmap(applier, forced, knative_defaults())
     return options

@@ -9,6 +9,10 @@ into its pod, and it may ``get`` exactly the Secrets Callers name (Role ``clrk-i
 their namespace, which ``clrk apply`` and the operator write: :mod:`~clrk.cluster.grants`); no
 list, no watch. A Caller whose Secret it may not (yet) read is left out, with a log line saying
 why. Building the tables is pure (:func:`routing_table`); :func:`serve_ingress` is the shell.
+
+With a broker URL and a Redis URL in its settings (the Deployment's), it also takes async
+invocations: runs kept in Redis, posted to Knative Eventing's Broker, and run by whichever replica
+the Trigger delivers them to (:mod:`~clrk.cluster.async_runs`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from clrk.api import Caller, TaskAgent
+from clrk.cluster.async_runs import cluster_runs
 from clrk.cluster.connecting import Cluster
 from clrk.cluster.grants import CALLER_SECRETS_ROLE
 from clrk.errors import ClusterError
@@ -61,7 +66,8 @@ def routing_table(
         except ValidationError as exc:
             log.warning("%s left out of routing: %s", _label(body), exc.errors()[0]["msg"])
             continue
-        targets[agent.ref] = AgentTarget(agent.ref, agent.spec.timeout.total_seconds())
+        callback = agent.spec.callback.url if agent.spec.callback is not None else None
+        targets[agent.ref] = AgentTarget(agent.ref, agent.spec.timeout.total_seconds(), callback_url=callback)
     keys = []
     for body in callers:
         try:
@@ -168,7 +174,15 @@ async def serve_ingress(
             except ClusterError as exc:
                 log.error("could not refresh the routing table, keeping the last one: %s", exc)
 
-    app = create_app(forwarder, callers, settings, schedule_key=platform_key)
+    async_runs = await cluster_runs(settings, forwarder, platform_key)
+    app = create_app(
+        forwarder,
+        callers,
+        settings,
+        extra_routes=async_runs.worker.routes() if async_runs is not None else (),
+        schedule_key=platform_key,
+        runs=async_runs.runs if async_runs is not None else None,
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -178,8 +192,12 @@ async def serve_ingress(
     )
     server = uvicorn.Server(config)
     refresher = asyncio.create_task(keep_fresh())
+    if async_runs is not None:
+        async_runs.start()
     try:
         await server.serve()
     finally:
         refresher.cancel()
+        if async_runs is not None:
+            await async_runs.aclose()
         await forwarder.aclose()

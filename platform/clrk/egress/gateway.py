@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 
@@ -47,6 +47,9 @@ from clrk.egress.tracing import ModelCallTracer
 from clrk.egress.upstreams import UpstreamRedirect
 from clrk.egress.usage import UsageStore
 from clrk.errors import EgressPolicyError
+
+if TYPE_CHECKING:
+    from clrk.egress.redis_usage import RedisUsage
 
 __all__ = ["EgressGateway"]
 
@@ -116,11 +119,14 @@ class EgressGateway:
         """``token_key`` is the platform key (proxy tokens are checked with the key derived from it
         for their namespace), by default the settings' (``CLRK_EGRESS_TOKEN_KEY[_FILE]``);
         ``budgets`` defaults to Redis when ``egress_redis_url`` is set, else SQLite under the
-        state dir."""
+        state dir; with ``egress_redis_url`` each invocation's token totals also go to Redis
+        (:mod:`~clrk.egress.redis_usage`), where the ingress reads an async run's usage."""
         self.settings = settings
         self.usage = usage or UsageStore()
         self._given_budgets = budgets
         self._budgets: BudgetStore | None = None
+        self._redis_usage: RedisUsage | None = None
+        self._unsubscribe_usage: Callable[[], None] | None = None
         self._config = config
         self._secrets = secrets
         self._key = token_key if token_key is not None else settings.token_key()
@@ -143,7 +149,8 @@ class EgressGateway:
         if self.settings.egress_redis_url:
             from clrk.egress.redis_budgets import RedisBudgets
 
-            return RedisBudgets(self.settings.egress_redis_url)
+            password = await asyncio.to_thread(self.settings.redis_password)
+            return RedisBudgets(self.settings.egress_redis_url, password=password)
         return await SqliteBudgets.open(self.settings.egress_dir / "budgets.sqlite3")
 
     def _options(self, ca: CaFiles) -> options.Options:
@@ -174,6 +181,12 @@ class EgressGateway:
         self.ca = ensure_ca(self.settings.egress_dir)
         opts = self._options(self.ca)  # before opening anything: it may refuse the settings
         budgets = self._budgets = await self._open_budgets()
+        if self.settings.egress_redis_url:
+            from clrk.egress.redis_usage import RedisUsage
+
+            password = await asyncio.to_thread(self.settings.redis_password)
+            self._redis_usage = RedisUsage(self.settings.egress_redis_url, password=password)
+            self._unsubscribe_usage = self.usage.subscribe(self._redis_usage.record)
         ready = _Ready()
         m = master.Master(opts, event_loop=asyncio.get_running_loop())
         # Master puts a handler on the root logger that turns every log record of the process
@@ -238,6 +251,12 @@ class EgressGateway:
         if self._budgets is not None and self._given_budgets is None:
             await self._budgets.close()
         self._budgets = None
+        if self._unsubscribe_usage is not None:
+            self._unsubscribe_usage()
+            self._unsubscribe_usage = None
+        if self._redis_usage is not None:
+            await self._redis_usage.close()
+            self._redis_usage = None
         self.port = None
 
     def update_config(self, config: EgressConfig) -> None:

@@ -27,6 +27,7 @@ from mitmproxy import connection, http
 
 from clrk.egress.denials import forbidden, proxy_auth_required
 from clrk.egress.revocations import Revocations
+from clrk_runtime.protocol.durations import MAX_TIMEOUT_S
 from clrk_runtime.protocol.keys import namespace_key, namespace_of
 from clrk_runtime.protocol.tokens import InvalidToken, ProxyClaims, claimed_agent, verify
 
@@ -37,10 +38,10 @@ log = logging.getLogger(__name__)
 CLAIMS = "clrk.claims"
 """``flow.metadata`` key holding the caller's :class:`ProxyClaims`."""
 
-MAX_TOKEN_LIFETIME_S = 605.0
+MAX_TOKEN_LIFETIME_S = MAX_TIMEOUT_S + 5.0
 """Longest a proxy token lives from its invocation's start: the longest TaskAgent timeout
-(``MAX_TIMEOUT``, 600 s) plus the shim's ``TOKEN_GRACE`` (5 s). An invocation is revoked after it
-started, so ``now + MAX_TOKEN_LIFETIME_S`` is never before its token's expiry."""
+(``MAX_TIMEOUT_S``, 3600 s: an async invocation's) plus the shim's ``TOKEN_GRACE`` (5 s). An
+invocation is revoked after it started, so ``now + MAX_TOKEN_LIFETIME_S`` is never before its token's expiry."""
 
 CLOCK_SLACK_S = 60.0
 """Revoked ids are kept this long past their token's expiry, against a wall clock stepping back."""

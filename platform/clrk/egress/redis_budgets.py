@@ -54,8 +54,8 @@ def _field(start: float) -> str:
 
 
 class RedisBudgets:
-    def __init__(self, url: str, *, prefix: str = "clrk:budget:") -> None:
-        self._redis: Any = aioredis.from_url(url)
+    def __init__(self, url: str, *, prefix: str = "clrk:budget:", password: str | None = None) -> None:
+        self._redis: Any = aioredis.from_url(url, password=password)
         self._prefix = prefix
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)

@@ -52,13 +52,30 @@ class EgressSettings(BaseSettings):
     egress_secrets_dir: Path | None = None
     """Cluster mode: mounted Secrets as ``<dir>/<secret name>/<key>`` files."""
     egress_redis_url: str | None = None
-    """Keep budget counters in Redis (several replicas) instead of SQLite under the state dir."""
+    """Keep budget counters in Redis (several replicas) instead of SQLite under the state dir,
+    and each invocation's token totals there for the ingress."""
+    egress_redis_password_file: Path | None = None
+    """File holding Redis's password (in a cluster, Secret ``clrk-redis`` mounted), read at start."""
     egress_upstreams: CommaList = []
     """Test seam, ``HOST:PORT=ADDR:PORT``: dial ADDR:PORT for HOST:PORT, TLS still verified
     against HOST."""
     egress_upstream_ca: Path | None = None
     """A PEM CA trusted for upstream verification, in addition to the system's."""
     egress_connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    def redis_password(self) -> str | None:
+        """Redis's password from :attr:`egress_redis_password_file` (read here); ValueError naming
+        the setting when the file is empty or cannot be read."""
+        path = self.egress_redis_password_file
+        if path is None:
+            return None
+        try:
+            password = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"egress_redis_password_file: cannot read {path}: {exc.strerror}") from None
+        if not password:
+            raise ValueError(f"egress_redis_password_file (CLRK_EGRESS_REDIS_PASSWORD_FILE): {path} is empty")
+        return password
 
     @property
     def egress_dir(self) -> Path:

@@ -13,10 +13,14 @@ and Knative's webhook (``max-scale`` ≥ ``min-scale``) accepts the pair. ``min-
 sandboxes wait ready across the Service; the model refuses a ``maxConcurrency`` below
 ``warmPoolSize``, the one case no divisor fits.
 
-Timeouts. The shim answers only when the agent exits, so its response starts at the end: Knative's
-``timeoutSeconds`` and ``responseStartTimeoutSeconds`` are both ``spec.timeout`` (whole seconds,
-rounded up: Knative would otherwise apply its ``revision-response-start-timeout-seconds`` default,
-300 s, to longer agents), and the shim's own ``--timeout`` is the exact value.
+Timeouts. A buffered answer starts only when the agent exits: Knative's ``timeoutSeconds`` and
+``responseStartTimeoutSeconds`` are both ``spec.timeout`` (whole seconds, rounded up: Knative
+would otherwise apply its ``revision-response-start-timeout-seconds`` default, 300 s, to longer
+agents) plus :data:`KNATIVE_TIMEOUT_MARGIN_S`, and the shim's own ``--timeout`` is the exact value.
+The margin lets the shim's deadline come first: queue-proxy's clock starts before the shim's, and
+with the two equal queue-proxy won the race (checked against Knative's real queue-proxy), cutting a
+buffered call with its own plain-text ``504 request timeout`` and a stream with raw bytes and no
+``outcome`` event, where the shim's answer says ``deadline_exceeded`` in clrk's shape.
 
 Security. The agent never runs as root: each sandbox gets an unprivileged uid of its own (65534
 inside bubblewrap). The shim keeps uid 0 in the container only to switch to those uids, kill the
@@ -53,9 +57,12 @@ from clrk.api import TaskAgent
 from clrk.manifests.options import INGRESS_NAMESPACE, RUNTIME_RESOURCES, ClusterOptions
 from clrk.manifests.schedules import ping_source
 from clrk.manifests.tenancy import AGENT_KEYS_DIR, CLUSTER_LOCAL, VISIBILITY_LABEL, key_files
+from clrk_runtime.protocol.invocations import MAX_ASYNC_TIMEOUT_S
 
 __all__ = [
     "INGRESS_NAMESPACE",
+    "KNATIVE_MAX_TIMEOUT_S",
+    "KNATIVE_TIMEOUT_MARGIN_S",
     "SANDBOXES_PER_POD",
     "SANDBOX_DIR",
     "ingress_service",
@@ -66,6 +73,13 @@ __all__ = [
     "shim_seconds",
     "whole_seconds",
 ]
+
+KNATIVE_TIMEOUT_MARGIN_S = 10
+"""Seconds Knative's request timeouts wait past an agent's ``spec.timeout``, for the shim's own
+answer at its deadline to reach the caller first."""
+KNATIVE_MAX_TIMEOUT_S = int(MAX_ASYNC_TIMEOUT_S) + KNATIVE_TIMEOUT_MARGIN_S
+"""The ``max-revision-timeout-seconds`` ``clrk install`` gives Knative Serving: the longest
+``timeoutSeconds`` an agent compiles to."""
 
 SANDBOXES_PER_POD = 4
 SANDBOX_DIR = "/var/lib/clrk/sandboxes"
@@ -186,7 +200,7 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    seconds = whole_seconds(spec.timeout)
+    seconds = whole_seconds(spec.timeout) + KNATIVE_TIMEOUT_MARGIN_S
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",

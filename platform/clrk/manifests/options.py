@@ -94,6 +94,9 @@ class ClusterOptions:
     ``clrk apply`` and the operator to derive each agent namespace's keys."""
     agent_keys_secret: str = "clrk-agent-keys"  # noqa: S105 (a Secret's name)
     """In each agent namespace: that namespace's ``proxy-token`` and ``request`` keys."""
+    callback_secret: str = "clrk-callback-secret"  # noqa: S105 (a Secret's name)
+    """In each agent namespace: key ``secret``, the Standard Webhooks secret its async
+    invocations' callbacks are signed with, for the receivers of the namespace to mount."""
     agent_resources: dict[str, dict[str, str]] = field(default_factory=lambda: DEFAULT_AGENT_RESOURCES)
     sandbox_size: str = DEFAULT_SANDBOX_SIZE
 

@@ -18,6 +18,13 @@ Three objects, beside the egress fence (``platform/config/agent-namespace.yaml``
   clrk-system. Whoever reads this namespace's Secrets can sign proxy tokens and requests for this
   namespace's agents only. Agent pods mount it mode 0400, root's: the shim reads it, the sandboxes'
   uids cannot.
+
+And one for the namespace's callback receivers: the Secret
+:data:`~clrk.manifests.options.ClusterOptions.callback_secret` (:func:`callback_secret`), key
+``secret``, the Standard Webhooks secret (``whsec_…``) of the namespace's ``callback`` key, with
+which the ingress signs the CloudEvent of each finished async invocation of its agents. It is
+apart from the agent keys so that a receiver's pod can mount it without the ``request`` key (with
+which it could sign requests to the agents).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import base64
 from typing import Any
 
 from clrk.manifests.options import INGRESS_NAMESPACE, ClusterOptions
-from clrk_runtime.protocol.keys import KeyPurpose, namespace_key
+from clrk_runtime.protocol.keys import KeyPurpose, namespace_key, webhook_secret
 
 __all__ = [
     "AGENT_KEYS_DIR",
@@ -38,6 +45,7 @@ __all__ = [
     "VISIBILITY_LABEL",
     "agent_ingress_policy",
     "agent_keys_secret",
+    "callback_secret",
     "key_files",
 ]
 
@@ -85,6 +93,26 @@ def agent_keys_secret(namespace: str, platform_key: bytes | None, options: Clust
             purpose: base64.b64encode(namespace_key(platform_key, purpose, namespace)).decode("ascii")
             for purpose in KEY_PURPOSES
         }
+    return body
+
+
+def callback_secret(namespace: str, platform_key: bytes | None, options: ClusterOptions) -> dict[str, Any]:
+    """The namespace's callback Secret (without data when ``platform_key`` is None, as for
+    :func:`agent_keys_secret`)."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": options.callback_secret,
+            "namespace": namespace,
+            "labels": dict(_MANAGED),
+            "annotations": {"clrk.dev/derived-from": f"clrk-system/{options.platform_key_secret}"},
+        },
+        "type": "Opaque",
+    }
+    if platform_key is not None:
+        secret = webhook_secret(namespace_key(platform_key, "callback", namespace))
+        body["data"] = {"secret": base64.b64encode(secret.encode("ascii")).decode("ascii")}
     return body
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from clrk.cluster.configs import POD_SECURITY_ENFORCE
 from clrk.errors import ClusterError
-from clrk.manifests.compiling import ingress_service_name
+from clrk.manifests.compiling import KNATIVE_TIMEOUT_MARGIN_S, ingress_service_name
 from clrk.manifests.options import default_image
 from tests.support.kube import Kube, write_agent
 
@@ -36,7 +36,8 @@ def test_knative_keeps_the_response_start_timeout(
     spec = ksvc["spec"]["template"]["spec"]
     # Stored, not pruned: the field is in Knative's schema, and without it Knative's 300 s default
     # would cut a longer agent whose answer starts only when it ends.
-    assert spec["timeoutSeconds"] == seconds and spec["responseStartTimeoutSeconds"] == seconds
+    knative = seconds + KNATIVE_TIMEOUT_MARGIN_S
+    assert spec["timeoutSeconds"] == knative and spec["responseStartTimeoutSeconds"] == knative
 
 
 def test_two_namespaces_with_the_same_agent_name(kube: Kube, namespace: str, tmp_path: Path) -> None:

@@ -60,9 +60,10 @@ def test_only_the_gateway_and_the_ingress_mount_secrets_and_only_their_own() -> 
         volumes = body["spec"]["template"]["spec"].get("volumes", [])
         mounted[body["metadata"]["name"]] = {v["secret"]["secretName"] for v in volumes if "secret" in v}
     assert mounted == {
-        "clrk-egress": {"clrk-ca-key", "clrk-platform-key"},
-        "clrk-ingress": {"clrk-platform-key"},
+        "clrk-egress": {"clrk-ca-key", "clrk-platform-key", "clrk-redis"},
+        "clrk-ingress": {"clrk-platform-key", "clrk-redis"},
         "clrk-operator": set(),
+        "clrk-redis": {"clrk-redis"},
     }
 
 
@@ -141,7 +142,7 @@ def test_read_only_root_filesystems_get_a_writable_tmp() -> None:
 
 def test_the_static_images_are_the_defaults_and_install_sets_them() -> None:
     images = {c["image"] for body in _deployments(install_objects()).values() for c in _all_containers(body)}
-    assert images == {default_image("ingress"), default_image("egress")}, "platform/config repeats the defaults"
+    assert images == {default_image("ingress"), default_image("egress"), "redis:7.4-alpine"}, "the defaults"
     options = ClusterOptions(
         runtime_image="reg.corp/runtime:1", ingress_image="reg.corp/ingress:1", egress_image="reg.corp/egress:1",
         cluster_domain="corp.internal",

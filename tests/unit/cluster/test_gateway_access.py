@@ -41,7 +41,7 @@ def test_every_file_the_gateway_reads_is_mounted() -> None:
     pod = _deployment("clrk-egress")["spec"]["template"]["spec"]
     (gateway,) = pod["containers"]
     mounts = [m["mountPath"] for m in gateway["volumeMounts"]]
-    env = {e["name"]: e["value"] for e in gateway["env"]}
+    env = {e["name"]: e.get("value", "") for e in gateway["env"]}
     args = dict(a.removeprefix("--").split("=", 1) for a in gateway["args"])
     files = [args["config"], env["CLRK_EGRESS_TOKEN_KEY_FILE"], args["secrets-dir"] + "/x"]
     for path in files:
@@ -56,7 +56,7 @@ def test_every_file_the_gateway_reads_is_mounted() -> None:
 def test_the_ingress_mounts_the_platform_key_from_its_own_namespace() -> None:
     ingress = _deployment("clrk-ingress")
     pod = ingress["spec"]["template"]["spec"]
-    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "platform-key"]
     assert volume["secret"]["secretName"] == "clrk-platform-key"
     assert pod["securityContext"]["fsGroup"] == 65532 and volume["secret"]["defaultMode"] == 0o440
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}

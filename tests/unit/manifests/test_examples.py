@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from clrk.manifests import compile_bundle, load_bundle
+from clrk.manifests.compiling import KNATIVE_TIMEOUT_MARGIN_S
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -27,7 +28,7 @@ def test_jq_bot_service() -> None:
     template = service["spec"]["template"]
     min_scale = template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
     assert min_scale == str(agent.spec.warm_pool_size)
-    assert template["spec"]["timeoutSeconds"] == 100
+    assert template["spec"]["timeoutSeconds"] == 100 + KNATIVE_TIMEOUT_MARGIN_S
     container = template["spec"]["containers"][0]
     assert container["args"][-1] == "/usr/local/bin/agent.sh", "entrypoint read from the Dockerfile"
     env = {e["name"]: e["value"] for e in container["env"]}

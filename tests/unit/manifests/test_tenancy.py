@@ -139,3 +139,28 @@ def test_render_shows_the_label_the_fences_and_the_keys_secret_without_a_key() -
     secret = objects[("Secret", "clrk-agent-keys")]
     assert "data" not in secret and "stringData" not in secret, "no cluster read: nothing to derive from"
     assert secret["metadata"]["annotations"]["clrk.dev/derived-from"] == "clrk-system/clrk-platform-key"
+
+
+def test_each_namespace_gets_the_secret_its_callbacks_verify_with_and_no_agent_key() -> None:
+    """The ingress signs a namespace's callbacks with its ``callback`` key (clrk.cluster.async_runs);
+    the namespace's Secret for receivers verifies them, another namespace's does not, and it holds
+    neither the platform key nor the keys that sign requests or proxy tokens."""
+    from datetime import UTC, datetime
+
+    from standardwebhooks import Webhook, WebhookVerificationError
+
+    from clrk.ingress.callbacks import callback_secret as ingress_secret
+    from clrk.manifests.tenancy import callback_secret
+
+    options = ClusterOptions()
+    a, b = (_decoded(callback_secret(ns, PLATFORM_KEY, options)) for ns in ("a", "b"))
+    assert set(a) == {"secret"} and a["secret"].startswith(b"whsec_")
+    sent = datetime.now(UTC)
+    signature = Webhook(ingress_secret(namespace_key(PLATFORM_KEY, "callback", "a"))).sign("01-id", sent, "{}")
+    headers = {"webhook-id": "01-id", "webhook-timestamp": str(int(sent.timestamp())), "webhook-signature": signature}
+    Webhook(a["secret"].decode()).verify("{}", headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(b["secret"].decode()).verify("{}", headers)
+    keys = _decoded(agent_keys_secret("a", PLATFORM_KEY, options))
+    assert not any(key in a["secret"] for key in (PLATFORM_KEY, *keys.values()))
+    assert callback_secret("a", None, options).get("data") is None, "clrk render reads no key"
