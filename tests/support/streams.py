@@ -22,6 +22,7 @@ from httpx_sse import EventSource, ServerSentEvent
 
 from clrk_runtime.protocol.streams import Outcome
 from clrk_runtime.server.protocols import Implementation, http_protocol
+from tests.support.readable import agents_dir
 from tests.support.serving import uvicorn_serving
 
 __all__ = [
@@ -35,9 +36,10 @@ __all__ = [
     "read_events",
 ]
 
-GATED = Path(__file__).resolve().parents[1] / "agents" / "gated.sh"
+GATED = agents_dir() / "gated.sh"
 """``gated.sh GATE [CODE]``: prints "first", waits for the file GATE, prints "second" and "last"
-(no newline), exits CODE."""
+(no newline), exits CODE. From a copy every sandbox uid can read when the checkout is not (a
+clone under a 0700 temp dir)."""
 _AGENT = """\
 apiVersion: clrk.dev/v1alpha1
 kind: TaskAgent

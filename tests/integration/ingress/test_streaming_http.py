@@ -25,12 +25,13 @@ from httpx_sse import EventSource
 from clrk.ingress import AgentTarget, CallerKeys, HttpForwarder, IngressSettings, create_app
 from clrk_runtime.protocol.keys import namespace_key
 from tests.support.processes import live_processes
+from tests.support.readable import agents_dir
 from tests.support.runtime import shim_port, shim_process
 from tests.support.serving import uvicorn_serving
 from tests.support.streams import eventually, gate_dir, outcome
 
 AGENT = "team-a/gated"
-GATED = Path(__file__).resolve().parents[2] / "agents" / "gated.sh"
+GATED = agents_dir() / "gated.sh"
 STREAM = {"X-Clrk-TaskAgent": AGENT, "Accept": "text/event-stream"}
 PLATFORM_KEY = b"the-platform-key-of-this-test"
 
