@@ -54,6 +54,7 @@ test: lint typecheck importlint unit
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python hack/bench_shim.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python hack/bench_egress.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python hack/bench_jq_bot.py
 
 crds: install
 	$(BIN)/python hack/write-crds.py
