@@ -39,6 +39,14 @@ class RuntimeSettings(BaseSettings):
     """Seconds one invocation may run (``spec.timeout``; accepts ``100s``, ``1m``)."""
     warm_pool: int = Field(0, ge=0)
     """Sandboxes kept created and waiting; the shim is ready once this many exist."""
+    warm_start: bool = False
+    """Start each warm sandbox's entrypoint before its request (TaskAgent ``spec.warmStart``): what
+    the agent does before it reads stdin is paid while the sandbox waits, and it tells the shim it
+    is ready by writing a line to the descriptor ``$CLRK_READY_FD`` names. Its envelope is written
+    to its stdin when the request comes (see docs/agents.md, "Warm start")."""
+    warm_start_timeout: float = Field(60.0, gt=0)
+    """Seconds a warm-started entrypoint has to say it is ready; past it, it counts as hung: it
+    is killed and replaced, never handed a request (accepts ``60s``, ``1m``)."""
     max_concurrency: int = Field(16, ge=1)
     """Sandboxes running at once."""
     queue_size: int = Field(64, ge=0)
@@ -146,6 +154,11 @@ class RuntimeSettings(BaseSettings):
             text = value.strip()
             return json.loads(text) if text.startswith("[") else shlex.split(text)
         return value
+
+    @field_validator("warm_start_timeout", mode="before")
+    @classmethod
+    def _seconds(cls, value: str | float | int) -> float:
+        return parse_duration(value)
 
     @field_validator("timeout", mode="before")
     @classmethod

@@ -84,14 +84,22 @@ def sandbox_dirs(runtime: AgentRuntime) -> list[Path]:
 
 
 @asynccontextmanager
-async def serving(settings: RuntimeSettings) -> AsyncIterator[tuple[httpx.AsyncClient, AgentRuntime]]:
-    """The shim's real HTTP app under uvicorn on 127.0.0.1:0, and a client for it."""
+async def serving(
+    settings: RuntimeSettings, *, ready: bool = True
+) -> AsyncIterator[tuple[httpx.AsyncClient, AgentRuntime]]:
+    """The shim's real HTTP app under uvicorn on 127.0.0.1:0, and a client for it; with ``ready``,
+    once ``/readyz`` says its warm pool is full (the server listens before: Knative routes to a
+    pod only once it is ready)."""
     runtime = AgentRuntime(settings)
     config = uvicorn.Config(ShimApp(runtime), host="127.0.0.1", port=0, lifespan="on", log_level="warning")
     async with (
         uvicorn_serving(config) as port,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
     ):
+        if ready:
+            async with asyncio.timeout(60):
+                while (await client.get("/readyz")).status_code != 200:
+                    await asyncio.sleep(0.02)
         yield client, runtime
 
 

@@ -24,7 +24,7 @@ from clrk_runtime.invocation.outcomes import RunResult, declared_headers
 from clrk_runtime.sandbox.reading import RefusedFile
 from clrk_runtime.sandbox.sandboxes import Sandbox
 
-__all__ = ["AGENT_LOGGER", "OutputListener", "StderrTail", "run_invocation"]
+__all__ = ["AGENT_LOGGER", "OutputListener", "StderrLines", "StderrTail", "run_invocation"]
 
 AGENT_LOGGER = "clrk_runtime.agent"
 _log = logging.getLogger(AGENT_LOGGER)
@@ -58,7 +58,7 @@ class StderrTail:
         return data.decode("utf-8", "replace")
 
 
-class _StderrLines:
+class StderrLines:
     """Splits an agent's stderr into lines: each goes to the log, tagged, and to the tail.
 
     At most ``cap`` bytes are logged (whole lines): past that, chunks go to the tail only, and
@@ -147,7 +147,7 @@ class _Stdout:
 async def run_invocation(
     sandbox: Sandbox,
     *,
-    env: Mapping[str, str],
+    env: Mapping[str, str] | None,
     command: Sequence[str],
     stdin: bytes,
     invocation_id: str,
@@ -157,7 +157,8 @@ async def run_invocation(
     stderr_log_cap: int | None = None,
     on_output: OutputListener | None = None,
 ) -> RunResult:
-    """Run ``command`` in exactly ``env`` in ``sandbox``, with ``stdin`` as its input.
+    """Run ``command`` in exactly ``env`` in ``sandbox``, with ``stdin`` as its input; a sandbox
+    whose agent was started ahead (warm start: ``env`` is None then) gets ``stdin`` only.
 
     ``deadline`` is on the event loop's clock. ``stderr_log_cap`` (default: the sandbox's
     settings' ``stderr_log_cap``) bounds the bytes of stderr logged. ``on_output`` gets each
@@ -179,14 +180,20 @@ async def run_invocation(
 
     stdout = _Stdout(stdout_cap, finish, on_output, f"[{invocation_id}]")
     log_cap = sandbox.spec.settings.stderr_log_cap if stderr_log_cap is None else stderr_log_cap
-    errors = _StderrLines(stderr_tail, f"[{invocation_id}]", log_cap)
+    errors = StderrLines(stderr_tail, f"[{invocation_id}]", log_cap)
     try:
-        try:
-            process = await sandbox.launch(env, command)
-        except OSError as exc:  # as the stub's shell would: 127 not found, 126 not runnable
-            errors.add(f"clrk: cannot run {command[0]}: {exc.strerror or exc}\n".encode())
-            code = 127 if exc.errno == errno.ENOENT else 126
-            return RunResult(exit_code=code, stdout=b"", timed_out=False, stdout_overflow=False, response_headers="")
+        if sandbox.started_ahead and sandbox.process is not None:
+            process = sandbox.process
+        else:
+            assert env is not None, "an agent started on request needs its environment"
+            try:
+                process = await sandbox.launch(env, command)
+            except OSError as exc:  # as the stub's shell would: 127 not found, 126 not runnable
+                errors.add(f"clrk: cannot run {command[0]}: {exc.strerror or exc}\n".encode())
+                code = 127 if exc.errno == errno.ENOENT else 126
+                return RunResult(
+                    exit_code=code, stdout=b"", timed_out=False, stdout_overflow=False, response_headers=""
+                )
         process.exit_status.add_done_callback(finish)
         process.stdout.consume(stdout.add)
         process.stderr.consume(errors.add)

@@ -16,9 +16,13 @@ Three shapes come in (header names lower-cased):
 
 Every envelope names its invocation in the extension attribute :data:`INVOCATION_ATTRIBUTE`
 (``clrkinvocationid``), set by the builder whatever the request said: the invocation id is the
-platform's (:mod:`clrk_runtime.protocol.ids`). A caller's CloudEvent keeps its own ``id``, which
-keys nothing. A CloudEvent keeps its attributes and other extensions; one without ``time`` gets
-the moment it arrived (the CloudEvents SDK's rule). Either way a JSON ``data`` is copied byte for
+platform's (:mod:`clrk_runtime.protocol.ids`). The shim adds, when the invocation starts
+(:func:`stamp`), its deadline (:data:`DEADLINE_ATTRIBUTE`, ``clrkdeadline``) and the invocation
+span's ``traceparent`` (the CloudEvents distributed-tracing extension), dropping whatever the
+request said of either: an agent started before its request (warm start) learns them only here.
+A caller's CloudEvent keeps its own ``id``, which keys nothing. A CloudEvent keeps its
+attributes and other extensions; one without ``time`` gets the moment it arrived (the CloudEvents
+SDK's rule). Either way a JSON ``data`` is copied byte for
 byte, so ``jq '.data'`` yields the caller's value (``""``, ``0``, ``false`` and ``null``
 included); any other body travels as ``data_base64`` with its own ``datacontenttype``. The rules
 that refuse (each names the header or attribute at fault):
@@ -49,7 +53,17 @@ from cloudevents.http import CloudEvent, from_http
 
 from clrk_runtime.protocol.ids import EVENT_ID_RULE, is_event_id
 
-__all__ = ["EVENT_TYPE", "INVOCATION_ATTRIBUTE", "STRUCTURED", "Envelope", "EnvelopeError", "build_envelope"]
+__all__ = [
+    "DEADLINE_ATTRIBUTE",
+    "EVENT_TYPE",
+    "INVOCATION_ATTRIBUTE",
+    "STRUCTURED",
+    "TRACE_ATTRIBUTE",
+    "Envelope",
+    "EnvelopeError",
+    "build_envelope",
+    "stamp",
+]
 
 EVENT_TYPE = "dev.clrk.invocation"
 """``type`` of a wrapped (non-CloudEvent) request."""
@@ -57,6 +71,11 @@ STRUCTURED = "application/cloudevents+json"
 """The media type of a structured CloudEvent, and of the envelope itself."""
 INVOCATION_ATTRIBUTE = "clrkinvocationid"
 """The extension attribute holding the invocation id, in every envelope."""
+DEADLINE_ATTRIBUTE = "clrkdeadline"
+"""The extension attribute holding the invocation's deadline, RFC 3339 UTC (see :func:`stamp`)."""
+TRACE_ATTRIBUTE = "traceparent"
+"""The invocation span's W3C trace context (the CloudEvents distributed-tracing extension)."""
+_STAMPED = (DEADLINE_ATTRIBUTE, TRACE_ATTRIBUTE)
 _REQUIRED = ("id", "source", "type")
 
 
@@ -191,6 +210,9 @@ def _encode(event: CloudEvent, data: bytes | None, invocation_id: str, *, wrappe
     """
     event_id = str(event["id"])
     event[INVOCATION_ATTRIBUTE] = invocation_id  # whatever the request said
+    for name in _STAMPED:  # the shim's to say (see stamp)
+        if name in event:
+            del event[name]
     if data is None:
         _, structured = to_structured(event)
         return Envelope(event_id, invocation_id, structured, wrapped)
@@ -198,6 +220,19 @@ def _encode(event: CloudEvent, data: bytes | None, invocation_id: str, *, wrappe
     _, attributes = to_structured(event)  # a JSON object without data: '{"specversion": ..., ...}'
     attributes = attributes.rstrip()
     return Envelope(event_id, invocation_id, attributes[:-1] + b', "data": ' + data + b"}", wrapped)
+
+
+def stamp(envelope: bytes, *, deadline: str, traceparent: str) -> bytes:
+    """``envelope`` (what :func:`build_envelope` made) with :data:`DEADLINE_ATTRIBUTE` set to
+    ``deadline`` (RFC 3339) and :data:`TRACE_ATTRIBUTE` to ``traceparent`` (left out when empty).
+
+    Written in front of the other members, the rest kept byte for byte (the builder dropped any
+    attribute of these names, so none is given twice)."""
+    members = [f'"{DEADLINE_ATTRIBUTE}": {json.dumps(deadline)}']
+    if traceparent:
+        members.append(f'"{TRACE_ATTRIBUTE}": {json.dumps(traceparent)}')
+    start = envelope.index(b"{") + 1
+    return b"{" + ", ".join(members).encode() + b", " + envelope[start:].lstrip()
 
 
 def _json_value(body: bytes, what: str) -> bytes:

@@ -36,7 +36,9 @@ from typing import Literal
 
 from clrk_runtime.launching import cleaning
 from clrk_runtime.launching.landlock import Confinement
+from clrk_runtime.launching.pipes import Output
 from clrk_runtime.launching.spawner import Child, Launch, Spawner, SpawnerGone, ended, start_child
+from clrk_runtime.sandbox.identities import IdentityRelay
 from clrk_runtime.sandbox.layouts import BWRAP_PATHS, PROXY_PORT, SandboxPaths, bwrap_argv, launch_script, stub_script
 from clrk_runtime.sandbox.reading import HEADERS_CAP, read_agent_file
 from clrk_runtime.sandbox.reaping import group_exists, kill_leftovers
@@ -52,6 +54,9 @@ NOBODY = 65534
 _CHILD_PID = re.compile(rb'"child-pid"\s*:\s*(\d+)')
 _GONE_WITHIN = 2.0
 """Seconds a killed namespace may take to go."""
+_READY_FD_BWRAP = 5
+"""The readiness descriptor's number in a warm-started bubblewrap sandbox (3 and 4 are the stub's)."""
+_READY_FD_PLAIN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,10 @@ class SandboxSpec:
     landlock_abi: int = 0
     """The Landlock ABI plain sandboxes are confined with (the kernel's, capped by
     ``settings.landlock_abi``; 0: none): see :func:`_plain_confinement`."""
+    identities: IdentityRelay | None = None
+    """With warm start: the relay every sandbox's egress goes through, under the credentials it
+    was enrolled with (:mod:`~clrk_runtime.sandbox.identities`); plain sandboxes then dial its
+    loopback port instead of the gateway's, bubblewrap ones its socket (``relay_socket``)."""
 
 
 @dataclass(eq=False)
@@ -94,6 +103,17 @@ class Sandbox:
     """The host uid (and gid) this sandbox alone runs as, when the shim is root."""
     prepared: bool = False
     """Plain only: its directories exist already (a warm sandbox)."""
+    ready_fd: int | None = None
+    """Made to start ahead (warm start): the descriptor number its agent writes a line to once
+    ready (``$CLRK_READY_FD``); :attr:`ready` reads the other end."""
+    ready: Output | None = None
+    """The read end of the readiness pipe, on the event loop (closed with the sandbox)."""
+    credentials: tuple[str, str] | None = None
+    """Its proxy user and password at the identity relay (``spec.identities``), once enrolled."""
+    started_ahead: bool = False
+    """Its agent was launched before its request (see :meth:`launch`)."""
+    _ready_write: int = field(default=-1, repr=False)
+    """Plain only: the readiness pipe's write end, handed to the agent at :meth:`launch`."""
     _launched: bool = field(default=False, repr=False)
     _noted: dict[str, int | None] = field(default_factory=dict, repr=False)
     """The shared places' modification times before the agent started (see :meth:`_remove`)."""
@@ -133,7 +153,10 @@ class Sandbox:
         if self.process is None:
             self._launched = True
             self._noted = cleaning.note_places(list(self._places()))
-            self.process = await start_child(self.spec.spawner, self._direct(env, command))
+            try:
+                self.process = await start_child(self.spec.spawner, self._direct(env, command))
+            finally:
+                self._close_ready_write()
             return self.process
         try:
             os.write(self.control, launch_script(env, command, self.paths.work))
@@ -144,12 +167,15 @@ class Sandbox:
         return self.process
 
     def _direct(self, env: Mapping[str, str], command: Sequence[str]) -> Launch:
+        ready = self._ready_write >= 0
         return Launch(
             argv=command,
             env=env,
             cwd=self.paths.work,
             executable=None,  # looked up on the env's PATH, as exec would
             dirs=() if self.prepared else _plain_dirs(self.directory),
+            fds=(_READY_FD_PLAIN,) if ready else (),
+            extra=(self._ready_write,) if ready else (),
             uid=self.uid,
             gid=self.uid,
             confinement=_plain_confinement(self.spec, self.directory, own_uid=self.uid is not None),
@@ -185,9 +211,14 @@ class Sandbox:
             return
         self._closed = True
         self._close_control()
+        self._close_ready_write()
+        if self.credentials is not None and self.spec.identities is not None:
+            self.spec.identities.forget(self.credentials[0])
         self.kill()
         if self.process is not None:
             await self._end(self.process, sweep_session)
+        if self.ready is not None:
+            self.ready.close()
         clean = await self._remove()
         if self.uid is not None and self.spec.ids is not None:
             if clean:
@@ -259,6 +290,11 @@ class Sandbox:
             os.close(self.control)
             self.control = -1
 
+    def _close_ready_write(self) -> None:
+        if self._ready_write >= 0:
+            os.close(self._ready_write)
+            self._ready_write = -1
+
 
 def _entries(folder: str) -> tuple[tuple[str, str | None], ...]:
     """Each name in ``folder``, with its target when it is a symlink."""
@@ -327,13 +363,20 @@ def _shadows(binds: tuple[str, ...]) -> tuple[tuple[str, tuple[tuple[str, str | 
     return tuple((folder, _entries(folder)) for folder in sorted(folders, key=lambda f: (f.count("/"), f)))
 
 
-def _plain_paths(directory: str, settings: RuntimeSettings) -> SandboxPaths:
+def _plain_proxy(spec: SandboxSpec) -> str | None:
+    """``host:port`` a plain sandbox's agent dials: the identity relay's, else the gateway's."""
+    if spec.identities is not None:
+        return spec.identities.address
+    return spec.settings.egress_proxy
+
+
+def _plain_paths(directory: str, spec: SandboxSpec) -> SandboxPaths:
     return SandboxPaths(
         home=f"{directory}/home",
         tmp=f"{directory}/tmp",  # noqa: S108 - the sandbox's private dir
         work=f"{directory}/work",
         response_headers=f"{directory}/meta/headers",
-        proxy=settings.egress_proxy,
+        proxy=_plain_proxy(spec),
     )
 
 
@@ -352,7 +395,8 @@ def _plain_confinement(spec: SandboxSpec, directory: str, *, own_uid: bool) -> C
     signals and abstract sockets, ``no_new_privs`` and the limits of ``spec.settings`` (the
     process count only with a uid of its own, ``own_uid``: the kernel counts per uid)."""
     settings = spec.settings
-    port = settings.egress_proxy.rpartition(":")[2] if settings.egress_proxy else ""
+    proxy = _plain_proxy(spec)
+    port = proxy.rpartition(":")[2] if proxy else ""
     return Confinement(
         abi=spec.landlock_abi,
         writable=(directory,),
@@ -368,19 +412,38 @@ def _plain_dirs(directory: str) -> tuple[str, ...]:
     return (directory, *(f"{directory}/{name}" for name in ("home", "tmp", "work", "meta")))
 
 
-async def create_sandbox(spec: SandboxSpec, *, warm: bool = False) -> Sandbox:
+async def create_sandbox(spec: SandboxSpec, *, warm: bool = False, ahead: bool = False) -> Sandbox:
     """A sandbox for one invocation, its uid taken.
 
     bubblewrap: the spawner makes its directory and starts its stub, which execs the invocation
     handed over by :meth:`Sandbox.launch`. Plain: warm, the spawner makes its directories now;
     cold (made for the invocation at hand), nothing more happens here. Either way
-    :meth:`Sandbox.launch` starts the agent itself.
+    :meth:`Sandbox.launch` starts the agent itself. ``ahead`` (warm start): a readiness pipe is
+    made too, its write end the agent's descriptor :attr:`Sandbox.ready_fd`.
     """
     directory = f"{spec.root}/{uuid.uuid4().hex}"
     uid = spec.ids.take() if spec.ids is not None else None
-    if spec.kind == "bwrap":
-        return await _bwrap_sandbox(spec, directory, uid, warm)
-    paths = _plain_paths(directory, spec.settings)
+    ready_read, ready_write = os.pipe2(os.O_CLOEXEC) if ahead else (-1, -1)
+    try:
+        if spec.kind == "bwrap":
+            given, ready_write = ready_write, -1  # closed there, once the stub holds it
+            sandbox = await _bwrap_sandbox(spec, directory, uid, warm, given)
+        else:
+            sandbox = await _plain_sandbox(spec, directory, uid, warm)
+    except BaseException:
+        for fd in (ready_read, ready_write):
+            if fd >= 0:
+                os.close(fd)
+        raise
+    if ahead:
+        sandbox.ready = Output(ready_read)
+        sandbox.ready_fd = _READY_FD_BWRAP if spec.kind == "bwrap" else _READY_FD_PLAIN
+        sandbox._ready_write = ready_write
+    return sandbox
+
+
+async def _plain_sandbox(spec: SandboxSpec, directory: str, uid: int | None, warm: bool) -> Sandbox:
+    paths = _plain_paths(directory, spec)
     if warm:
         try:
             await spec.spawner.prepare(_plain_dirs(directory), uid, uid)
@@ -403,7 +466,7 @@ async def _undo(spec: SandboxSpec, directory: str, uid: int | None, *, free: boo
             _log.warning("sandbox uid %s set aside: its sandbox may have started", uid)
 
 
-async def _bwrap_sandbox(spec: SandboxSpec, directory: str, uid: int | None, warm: bool) -> Sandbox:
+async def _bwrap_sandbox(spec: SandboxSpec, directory: str, uid: int | None, warm: bool, ready: int) -> Sandbox:
     settings = spec.settings
     control_read, control = os.pipe()
     info_read, info_write = os.pipe()
@@ -436,8 +499,8 @@ async def _bwrap_sandbox(spec: SandboxSpec, directory: str, uid: int | None, war
         executable=_program(argv[0], settings.agent_path),
         env={"PATH": settings.agent_path},
         dirs=(directory, f"{directory}/meta"),
-        fds=(3, 4),
-        extra=(control_read, info_write),
+        fds=(3, 4, _READY_FD_BWRAP) if ready >= 0 else (3, 4),
+        extra=(control_read, info_write, ready) if ready >= 0 else (control_read, info_write),
         uid=uid,
         gid=uid,
     )
@@ -454,5 +517,7 @@ async def _bwrap_sandbox(spec: SandboxSpec, directory: str, uid: int | None, war
     finally:
         os.close(control_read)
         os.close(info_write)
+        if ready >= 0:
+            os.close(ready)
     os.set_blocking(info_read, False)
     return Sandbox(spec, process, directory, control, paths, warm=warm, info=info_read, uid=uid)

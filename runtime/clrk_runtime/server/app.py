@@ -6,10 +6,11 @@ Once a request's body is read, the app watches its connection: a caller that dis
 its answer ends (``http.disconnect`` from ``receive``) gets its invocation cancelled, the agent's
 whole tree killed and its sandbox removed. That is how a cancel reaches an agent in a cluster (the
 ingress closes its connection and queue-proxy passes that on), and ``DELETE /invocations/<id>``
-in ``clrk dev``. Knative's probes: ``GET /healthz`` (or ``/livez``) answers
-200 while the process serves; ``GET /readyz`` answers 200 only once the warm pool is filled, and 503 again when
-draining; its JSON also says how sandboxes are confined (``sandbox``: the kind and, for plain
-ones, the Landlock ABI in use and the pieces it lacks, see
+in ``clrk dev``. Knative's probes: ``GET /healthz`` (or ``/livez``) answers 200 while the process
+serves (from the start: the warm pool fills in the background, warm-started agents may take a
+while) and 503 if the pool could not be filled at all; ``GET /readyz`` answers 200 only once the
+warm pool is filled, and 503 again when draining; its JSON also says how sandboxes are confined
+(``sandbox``: the kind and, for plain ones, the Landlock ABI in use and the pieces it lacks, see
 :class:`~clrk_runtime.service.runtime.SandboxReport`). With ``lifespan=True`` the app starts and
 stops (drains) the runtime with the server.
 
@@ -95,8 +96,11 @@ class ShimApp:
         self, method: str, path: str, raw_headers: Iterable[tuple[bytes, bytes]], receive: Receive, streams: bool
     ) -> Response | StreamedAnswer:
         if method in ("GET", "HEAD") and path in _PROBES:
-            ready = path != "/readyz" or self.runtime.ready
+            broken = self.runtime.broken
+            ready = (path != "/readyz" or self.runtime.ready) and not broken
             details: dict[str, object] = {"ready": self.runtime.ready}
+            if broken:
+                details["error"] = broken
             report = self.runtime.sandbox_report
             if path == "/readyz" and report is not None:
                 details["sandbox"] = report.details()  # what a plain sandbox lacks here, if anything
@@ -158,7 +162,7 @@ async def run_lifespan(runtime: AgentRuntime | None, receive: Receive, send: Sen
         kind = message["type"]
         try:
             if kind == "lifespan.startup" and runtime is not None:
-                await runtime.start()
+                await runtime.start(wait=False)  # listening at once: /readyz says when the pool is full
             elif kind == "lifespan.shutdown" and runtime is not None:
                 await runtime.stop()
         except Exception as exc:

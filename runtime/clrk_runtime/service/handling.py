@@ -1,9 +1,11 @@
 """One invocation from envelope to answer, inside its span.
 
 Continues the caller's trace (``traceparent``), hands the invocation span's own ``TRACEPARENT``
-to the agent, signs its proxy token, and records what a trace reader needs: invocation id, agent,
-sandbox kind, warm or cold, exit code, duration and the tail of stderr. Cancelled (its caller went
-away), the invocation ends at once: the agent's tree killed, its sandbox removed, its slot freed.
+to the agent (and, with the deadline, to its envelope: :func:`~clrk_runtime.protocol.envelope.stamp`),
+signs its proxy token (and binds a warm-started sandbox's credentials to it), and records what
+a trace reader needs: invocation id, agent, sandbox kind, warm or cold, exit code, duration and
+the tail of stderr. Cancelled (its caller went away), the invocation ends at once: the agent's
+tree killed, its sandbox removed, its slot freed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from clrk_runtime.invocation.environment import agent_environment
 from clrk_runtime.invocation.outcomes import CALLER_GONE, Response, error_response, map_outcome
 from clrk_runtime.invocation.running import OutputListener, StderrTail, run_invocation
+from clrk_runtime.protocol.durations import rfc3339
+from clrk_runtime.protocol.envelope import stamp
 from clrk_runtime.protocol.tokens import ProxyClaims, sign
 from clrk_runtime.service.pool import SandboxPool
 from clrk_runtime.settings import RuntimeSettings
@@ -71,6 +75,7 @@ async def serve_invocation(
             span.set_status(Status(StatusCode.ERROR, "deadline passed while queued"))
             return error_response(504, "deadline_exceeded", "the deadline passed while queued", invocation_id)
         span.set_attribute("clrk.sandbox.warm", sandbox.warm)
+        span.set_attribute("clrk.sandbox.started_ahead", sandbox.started_ahead)
         tail = StderrTail(settings.stderr_tail)
         try:
             if on_start is not None:
@@ -79,19 +84,25 @@ async def serve_invocation(
             if token_key is not None and sandbox.paths.proxy is not None:
                 claims = ProxyClaims(invocation_id, settings.agent, wall_deadline + TOKEN_GRACE, traceparent)
                 token = sign(claims, token_key)
-            env = agent_environment(
-                settings,
-                sandbox.paths,
-                invocation_id=invocation_id,
-                deadline=wall_deadline,
-                traceparent=traceparent,
-                proxy_token=token,
-            )
+            env = None
+            if sandbox.started_ahead:
+                pool.warm_starts.claim(sandbox, invocation_id, token)
+            else:
+                own = pool.warm_starts.enrol(sandbox, invocation_id, token)
+                env = agent_environment(
+                    settings,
+                    sandbox.paths,
+                    invocation_id=invocation_id,
+                    deadline=wall_deadline,
+                    traceparent=traceparent,
+                    proxy_token=own[1] if own is not None else token,
+                    proxy_user=own[0] if own is not None else None,
+                )
             result = await run_invocation(
                 sandbox,
                 env=env,
                 command=settings.command,
-                stdin=envelope,
+                stdin=stamp(envelope, deadline=rfc3339(wall_deadline), traceparent=traceparent),
                 invocation_id=invocation_id,
                 deadline=deadline,
                 stdout_cap=settings.stdout_cap,

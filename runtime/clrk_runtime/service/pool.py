@@ -2,7 +2,11 @@
 
 ``warm`` sandboxes wait created (dirs made and uid taken; under bubblewrap, the stub started too)
 and are refilled in the background after each use; :meth:`SandboxPool.start` returns (the shim
-is ready) once they all exist. ``max_concurrency`` sandboxes run at once; ``queue_size``
+is ready) once they all exist. With warm start (:mod:`~clrk_runtime.service.warming`) a warm
+sandbox joins the pool only once its agent, started ahead, said it was ready; one whose agent
+dies while it waits leaves the pool at once and is replaced, never handed a request; one taken by
+an invocation is replaced once that invocation has had its first moments (:data:`REFILL_AFTER`).
+``max_concurrency`` sandboxes run at once; ``queue_size``
 invocations may wait for a slot, and past that :class:`NoCapacity` is raised (the caller answers
 503).
 """
@@ -10,18 +14,25 @@ invocations may wait for a slot, and past that :class:`NoCapacity` is raised (th
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from clrk_runtime.sandbox.sandboxes import Sandbox, SandboxKind, SandboxSpec, create_sandbox
+from clrk_runtime.service.warming import WarmStarts, WarmStartStats
 
-__all__ = ["NoCapacity", "PoolStats", "SandboxPool"]
+__all__ = ["REFILL_AFTER", "NoCapacity", "PoolStats", "SandboxPool"]
 
 _log = logging.getLogger(__name__)
 _RETRY_PAUSE = 1.0
 """Seconds before retrying after a warm sandbox could not be made."""
+REFILL_AFTER = 0.5
+"""Seconds after a warm-started sandbox was taken before its replacement starts its agent, unless
+an invocation ends sooner: an agent's start-up (a CLI loading its bundle) takes a core for a
+while, and the invocation that was just handed its sandbox needs the CPU most in its first
+moments; past them it mostly waits for its model."""
 
 
 class NoCapacity(Exception):
@@ -39,12 +50,19 @@ class PoolStats:
     warm_target: int
     max_concurrency: int
     queue_size: int
+    warm_start: WarmStartStats
+    """``warm`` counts the sandboxes ready for a request: with warm start, those whose agent said so."""
 
 
 class SandboxPool:
-    def __init__(self, spec: SandboxSpec) -> None:
+    def __init__(self, spec: SandboxSpec, warm_starts: WarmStarts | None = None) -> None:
+        """``warm_starts``: how warm sandboxes start their agent ahead (default: they do not)."""
         settings = spec.settings
         self.spec = spec
+        if warm_starts is None:
+            off = settings.model_copy(update={"warm_start": False})
+            warm_starts = WarmStarts(off, token_key=None, relay=None)
+        self.warm_starts = warm_starts
         self.warm_target = settings.warm_pool
         self.max_concurrency = settings.max_concurrency
         self.queue_size = settings.queue_size
@@ -57,6 +75,9 @@ class SandboxPool:
         self._closing = False
         self._orphans: set[asyncio.Future[Any]] = set()
         """Sandboxes still being made for invocations that gave up, and their closing."""
+        self._deferred = False
+        """A refill waits (see :meth:`_refill_soon`)."""
+        self._later: asyncio.TimerHandle | None = None
 
     @property
     def saturated(self) -> bool:
@@ -73,13 +94,81 @@ class SandboxPool:
             warm_target=self.warm_target,
             max_concurrency=self.max_concurrency,
             queue_size=self.queue_size,
+            warm_start=self.warm_starts.stats,
         )
 
     async def start(self) -> None:
         """Fill the warm pool (returns once it is full), then keep it full in the background."""
-        made = await asyncio.gather(*(create_sandbox(self.spec, warm=True) for _ in range(self.warm_target)))
-        self._warm.extend(made)
+        made = await asyncio.gather(*(self._make_warm_until_made() for _ in range(self.warm_target)))
+        for sandbox in made:
+            self._add(sandbox)
         self._filler = asyncio.create_task(self._refill(), name="clrk-warm-pool")
+
+    async def _make_warm_until_made(self) -> Sandbox:
+        while (sandbox := await self._make_warm()) is None:
+            pass  # its agent failed to start (logged); after a few, warm start falls back
+        return sandbox
+
+    async def _make_warm(self) -> Sandbox | None:
+        """A warm sandbox; with warm start its agent started and ready (None: it failed to start)."""
+        ahead = self.warm_starts.active
+        sandbox = await create_sandbox(self.spec, warm=True, ahead=ahead)
+        if not ahead:
+            return sandbox
+        try:
+            ready = await self.warm_starts.start(sandbox)
+        except BaseException:
+            await asyncio.shield(sandbox.close())
+            raise
+        if not ready:
+            await sandbox.close()
+            return None
+        return sandbox
+
+    def _add(self, sandbox: Sandbox) -> None:
+        """Into the pool; a started agent that dies while it waits takes its sandbox out."""
+        self._warm.append(sandbox)
+        if sandbox.started_ahead and sandbox.process is not None:
+            sandbox.process.exit_status.add_done_callback(functools.partial(self._died, sandbox))
+
+    def _died(self, sandbox: Sandbox, status: asyncio.Future[int]) -> None:
+        if sandbox not in self._warm:
+            return  # claimed meanwhile: its invocation reports the exit
+        self._warm.remove(sandbox)
+        self._lost(sandbox, status)
+
+    def _lost(self, sandbox: Sandbox, status: asyncio.Future[int]) -> None:
+        code = status.result() if not status.cancelled() else None
+        self.warm_starts.failed(f"exited with status {code} while it waited for its request")
+        self._close_later(sandbox)
+        self._wanted.set()
+
+    def _take_warm(self) -> Sandbox | None:
+        """A ready sandbox from the pool, if any (one whose agent just died is passed over)."""
+        while self._warm:
+            sandbox = self._warm.popleft()
+            process = sandbox.process
+            if not sandbox.started_ahead or process is None:
+                self._wanted.set()
+                return sandbox
+            if not process.exit_status.done():
+                self._refill_soon()
+                return sandbox  # out of the pool: _died leaves it to its invocation now
+            self._lost(sandbox, process.exit_status)
+        return None
+
+    def _refill_soon(self) -> None:
+        """Refill after :data:`REFILL_AFTER`, or once an invocation ends (:meth:`release`)."""
+        self._deferred = True
+        if self._later is None or self._later.cancelled():
+            self._later = asyncio.get_running_loop().call_later(REFILL_AFTER, self._refill_now)
+
+    def _refill_now(self) -> None:
+        self._deferred = False
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        self._wanted.set()
 
     async def acquire(self) -> Sandbox:
         """A sandbox for one invocation; the caller closes it, then calls :meth:`release`."""
@@ -97,9 +186,7 @@ class SandboxPool:
             await self._slots.acquire()
         self._busy += 1
         try:
-            if self._warm:
-                sandbox = self._warm.popleft()
-                self._wanted.set()
+            if (sandbox := self._take_warm()) is not None:
                 return sandbox
             creating = asyncio.ensure_future(create_sandbox(self.spec))
             try:
@@ -118,7 +205,9 @@ class SandboxPool:
         self._orphans.discard(creating)
         if creating.cancelled() or creating.exception() is not None:
             return
-        sandbox = creating.result()
+        self._close_later(creating.result())
+
+    def _close_later(self, sandbox: Sandbox) -> None:
         sandbox.kill()
         closing = asyncio.ensure_future(sandbox.close())
         self._orphans.add(closing)
@@ -127,10 +216,14 @@ class SandboxPool:
     def release(self) -> None:
         self._busy -= 1
         self._slots.release()
+        if self._deferred:
+            self._refill_now()
 
     async def close(self) -> None:
         """Stop refilling and remove every waiting sandbox."""
         self._closing = True
+        if self._later is not None:
+            self._later.cancel()
         if self._filler is not None:
             self._filler.cancel()
             await asyncio.gather(self._filler, return_exceptions=True)
@@ -146,12 +239,14 @@ class SandboxPool:
             self._wanted.clear()
             while len(self._warm) < self.warm_target and not self._closing:
                 try:
-                    sandbox = await create_sandbox(self.spec, warm=True)
+                    sandbox = await self._make_warm()
                 except Exception:  # keep refilling: a failure now may pass (fds, memory)
                     _log.exception("could not make a warm sandbox; retrying")
                     await asyncio.sleep(_RETRY_PAUSE)
                     continue
+                if sandbox is None:
+                    continue  # its agent failed to start (logged and counted)
                 if self._closing:
                     await sandbox.close()
                     return
-                self._warm.append(sandbox)
+                self._add(sandbox)

@@ -40,6 +40,7 @@ from clrk_runtime.protocol.envelope import EnvelopeError, build_envelope
 from clrk_runtime.protocol.ids import new_invocation_id
 from clrk_runtime.protocol.streams import OUTCOME_BODY_HEADER
 from clrk_runtime.sandbox.backends import choose_backend
+from clrk_runtime.sandbox.identities import IdentityRelay
 from clrk_runtime.sandbox.places import owners, running_uids, shared_places
 from clrk_runtime.sandbox.relay import EgressRelay
 from clrk_runtime.sandbox.sandboxes import SandboxKind, SandboxSpec
@@ -47,9 +48,18 @@ from clrk_runtime.sandbox.uids import HostIds
 from clrk_runtime.service.handling import serve_invocation
 from clrk_runtime.service.pool import NoCapacity, PoolStats, SandboxPool
 from clrk_runtime.service.verifying import Refusal, RequestVerifier, read_request_key
+from clrk_runtime.service.warming import WARM_START_PREFIX, WarmStarts
 from clrk_runtime.settings import RuntimeSettings
 
-__all__ = ["EVENT_SOURCE", "REPORT_PREFIX", "AgentRuntime", "OutputWatcher", "RuntimeStats", "SandboxReport"]
+__all__ = [
+    "EVENT_SOURCE",
+    "REPORT_PREFIX",
+    "WARM_START_PREFIX",
+    "AgentRuntime",
+    "OutputWatcher",
+    "RuntimeStats",
+    "SandboxReport",
+]
 
 EVENT_SOURCE = "/clrk/shim"
 """``source`` of the envelope the shim makes for a request that is not a CloudEvent (a direct
@@ -131,6 +141,7 @@ class AgentRuntime:
         self._tracer = trace.get_tracer("clrk_runtime", tracer_provider=tracer_provider)
         self._pool: SandboxPool | None = None
         self._relay: EgressRelay | None = None
+        self._identities: IdentityRelay | None = None
         self._spawner: Spawner | None = None
         self._ids: HostIds | None = None
         self._root: Path | None = None
@@ -143,6 +154,8 @@ class AgentRuntime:
         self._draining = False
         self._sandbox_report: SandboxReport | None = None
         self._watchers: list[OutputWatcher] = []
+        self._filling: asyncio.Task[None] | None = None
+        self._broken = ""
 
     @property
     def sandbox_report(self) -> SandboxReport | None:
@@ -166,17 +179,47 @@ class AgentRuntime:
         return self._ready and not self._draining
 
     @property
+    def broken(self) -> str:
+        """Why the warm pool could not be filled after :meth:`start` returned early ("" if it
+        could, or is still being filled): the process should be restarted (``/livez`` says so)."""
+        return self._broken
+
+    @property
     def stats(self) -> RuntimeStats:
         """Warm, busy, queued and the limits; raises RuntimeError before :meth:`start`."""
         return RuntimeStats(self._started_pool().stats, self._in_flight, self.ready, self._draining)
 
-    async def start(self) -> None:
-        """Pick the backend, start the egress relay, fill the warm pool (all undone on failure)."""
+    async def start(self, *, wait: bool = True) -> None:
+        """Pick the backend, start the egress relay, fill the warm pool (all undone on failure).
+
+        ``wait=False`` returns before the warm pool is full (:attr:`ready` turns true once it
+        is): an HTTP server then answers its liveness probe while warm-started agents take their
+        time (a pod's liveness probe would otherwise kill a slow start-up before it could end)."""
         try:
             await self._start()
         except BaseException:
             await self.stop()
             raise
+        if wait:
+            try:
+                await self._fill()
+            except BaseException:
+                await self.stop()
+                raise
+        else:
+            self._filling = asyncio.create_task(self._fill_or_break(), name="clrk-fill-pool")
+
+    async def _fill(self) -> None:
+        assert self._pool is not None
+        await self._pool.start()
+        self._ready = True
+
+    async def _fill_or_break(self) -> None:
+        try:
+            await self._fill()
+        except Exception as exc:
+            self._broken = f"the warm pool could not be filled: {exc}"
+            _log.exception("%s: %s", self.settings.agent, self._broken)
 
     async def _start(self) -> None:
         settings = self.settings
@@ -193,6 +236,12 @@ class AgentRuntime:
         relay_socket = None
         if kind == "bwrap" and settings.egress_proxy:
             relay_socket = self._root / "egress.sock"
+        if settings.warm_start and settings.egress_proxy:
+            # Warm-started agents hold credentials of their own sandbox's, bound to an invocation
+            # only when it comes: the identity relay sends their egress on under the right name.
+            self._identities = IdentityRelay(settings.egress_proxy, socket_path=relay_socket)
+            await self._identities.start()
+        elif relay_socket is not None and settings.egress_proxy:
             self._relay = EgressRelay(relay_socket, settings.egress_proxy)
             await self._relay.start()
         # With scoped signals, sweeping a sandbox's uid never reaches a host process of that uid.
@@ -217,10 +266,10 @@ class AgentRuntime:
             self._ids,
             places,
             landlock_abi=report.landlock_abi,
+            identities=self._identities,
         )
-        self._pool = SandboxPool(spec)
-        await self._pool.start()
-        self._ready = True
+        warm_starts = WarmStarts(settings, token_key=self._token_key, relay=self._identities)
+        self._pool = SandboxPool(spec, warm_starts)
 
     async def _clean_up_after_the_dead(self, places: tuple[str, ...]) -> None:
         """Clean the uids of our range that own something in the shared places: a shim killed
@@ -244,6 +293,9 @@ class AgentRuntime:
         """Refuse new invocations, let in-flight ones finish (each bounded by its deadline),
         then remove every sandbox, the relay and the temp root."""
         self._draining = True
+        if self._filling is not None:
+            self._filling.cancel()
+            await asyncio.gather(self._filling, return_exceptions=True)
         await self._idle.wait()
         if self._pool is not None:
             await self._pool.close()
@@ -253,6 +305,8 @@ class AgentRuntime:
             self._ids.close()
         if self._relay is not None:
             await self._relay.stop()
+        if self._identities is not None:
+            await self._identities.stop()
         if self._root is not None:
             await asyncio.to_thread(shutil.rmtree, self._root, True)
         self._ready = False
