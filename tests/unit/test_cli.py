@@ -111,6 +111,14 @@ def test_validate_names_file_and_fields_knative_would_refuse(tmp_path: Path) -> 
     assert result.stderr.startswith(f"error: {bad}: spec.maxConcurrency: must be at least spec.warmPoolSize (3)")
 
 
+def test_validate_refuses_warm_start_without_a_warm_pool(tmp_path: Path) -> None:
+    bad = tmp_path / "taskagent.yaml"
+    bad.write_text((JQ_BOT / "taskagent.yaml").read_text().replace("warmPoolSize: 1", "warmPoolSize: 0"))
+    result = clrk("validate", "-f", str(bad))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {bad}: spec.warmStart: needs spec.warmPoolSize of at least 1, found 0")
+
+
 def test_render_takes_the_platform_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     result = clrk("render", "-f", str(JQ_BOT), "--cluster-domain", "corp.internal", "--runtime-image", "reg/rt:1")
     assert result.returncode == 0, result.stderr

@@ -111,6 +111,13 @@ class TaskAgentSpec(Spec):
     is also cut at 600s (``MAX_SYNC_TIMEOUT_S``): a longer timeout is for async invocations."""
     warm_pool_size: int = Field(0, ge=0)
     """Sandboxes kept created and waiting; in a cluster, also the Knative min-scale."""
+    warm_start: bool = False
+    """Start the agent's entrypoint in each warm sandbox before its request comes: what the agent
+    does before it reads stdin (a runtime's start-up, loading files) is paid while the sandbox
+    waits, not by the caller. The agent writes one line (any text) to the descriptor
+    ``$CLRK_READY_FD`` names once it is ready, then reads its envelope from stdin as without warm
+    start; one that exits before or does not write within 60 s is replaced, and after 3 such
+    failures in a row the agent is started on request again. Needs ``warmPoolSize`` of at least 1."""
     max_concurrency: int | None = Field(None, gt=0)
     """Invocations running at once across all replicas; unset means Knative decides. At least
     ``warmPoolSize``: in a cluster every warm pod runs at least one invocation, so fewer would
@@ -132,6 +139,17 @@ class TaskAgentSpec(Spec):
             raise ValueError(
                 f"at most {MAX_TIMEOUT_S:g}s (the longest an async invocation may run), "
                 f"found {value.total_seconds():g}s"
+            )
+        return value
+
+    @field_validator("warm_start")
+    @classmethod
+    def _a_pool_to_start(cls, value: bool, info: ValidationInfo) -> bool:
+        warm = info.data.get("warm_pool_size")
+        if value and warm == 0:
+            raise ValueError(
+                "needs spec.warmPoolSize of at least 1, found 0: warm start starts the agent in the "
+                "sandboxes kept waiting, and spec.warmPoolSize 0 keeps none"
             )
         return value
 

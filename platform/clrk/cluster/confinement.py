@@ -26,6 +26,7 @@ from typing import Any, TypeGuard
 
 from kubernetes.client import CoreV1Api
 
+from clrk.cluster import conditions
 from clrk.cluster.connecting import Cluster
 from clrk.errors import ClusterError
 
@@ -230,22 +231,14 @@ def sandbox_condition(
 def settle(
     fresh: tuple[str, str, str], stored: Iterable[Mapping[str, Any]], now: datetime.datetime | None = None
 ) -> dict[str, str]:
-    """The condition for ``fresh`` (:func:`fold`'s answer) given the ``stored`` conditions: with no
-    pod running, a stored True/False stays (it describes the pods that last ran); the stored
-    ``lastTransitionTime`` stays while the status does not change."""
-    status, reason, message = fresh
-    before = next((dict(c) for c in stored if c.get("type") == CONDITION), None)
-    if reason == "NoPods" and before is not None and before.get("status") in ("True", "False"):
-        return {k: str(v) for k, v in before.items()}
-    stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if before is not None and before.get("status") == status:
-        stamp = str(before.get("lastTransitionTime") or stamp)
-    return {"type": CONDITION, "status": status, "reason": reason, "message": message, "lastTransitionTime": stamp}
+    """The ``SandboxConfined`` condition for ``fresh`` (:func:`fold`'s answer) given the ``stored``
+    conditions (see :func:`clrk.cluster.conditions.settle`)."""
+    return conditions.settle(CONDITION, fresh, stored, now)
 
 
 def kept(stored: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The stored ``SandboxConfined`` condition, for a status rewritten without reading pods."""
-    return [dict(c) for c in stored if c.get("type") == CONDITION]
+    return conditions.kept(CONDITION, stored)
 
 
 def summary(conditions: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:

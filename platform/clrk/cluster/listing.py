@@ -14,6 +14,7 @@ from typing import Any
 
 from kubernetes.client import CoreV1Api
 
+from clrk.cluster import warm_starts
 from clrk.cluster.confinement import CONDITION
 from clrk.cluster.connecting import Cluster
 from clrk.errors import ClusterError
@@ -27,6 +28,7 @@ __all__ = [
     "ready_condition",
     "sandbox_notes",
     "wait_ready",
+    "warm_start_notes",
 ]
 
 
@@ -65,6 +67,7 @@ def agent_rows(agents: list[dict[str, Any]], services: dict[tuple[str, str], dic
         image = str(agent.get("spec", {}).get("template", {}).get("spec", {}).get("image", ""))
         notes = [reason] if ready != "True" and reason else []
         notes += sandbox_notes(agent)
+        notes += warm_start_notes(agent)
         rows.append(AgentRow(key[0], key[1], image, ready, url, "; ".join(notes)))
     return sorted(rows, key=lambda row: (row.namespace, row.name))
 
@@ -75,6 +78,15 @@ def sandbox_notes(agent: dict[str, Any]) -> list[str]:
     for found in (agent.get("status") or {}).get("conditions") or []:
         if found.get("type") == CONDITION and found.get("status") != "True":
             return [f"sandbox: {found.get('message') or found.get('reason') or found.get('status')}"]
+    return []
+
+
+def warm_start_notes(agent: dict[str, Any]) -> list[str]:
+    """The operator's ``WarmStarted`` condition (:mod:`~clrk.cluster.warm_starts`) when it is
+    False: warm start failing in some pods (they start the agent on request), and why."""
+    for found in (agent.get("status") or {}).get("conditions") or []:
+        if found.get("type") == warm_starts.CONDITION and found.get("status") == "False":
+            return [f"warm start: {found.get('message') or found.get('reason')}"]
     return []
 
 

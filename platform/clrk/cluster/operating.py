@@ -30,7 +30,7 @@ from typing import Any
 
 import kopf
 
-from clrk.cluster import confinement
+from clrk.cluster import confinement, warm_starts
 from clrk.cluster.applying import Applier, ApplyOptions
 from clrk.cluster.connecting import Cluster, connect
 from clrk.cluster.grants import grant_problem
@@ -173,8 +173,23 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, patch: kopf
         applier.apply(tie_to_owner(item, uids), f"TaskAgent {namespace}/{name}")
     _refresh_egress(cluster, applier, namespace)
     fresh = _status(cluster, namespace, name, generation)
-    fresh["conditions"] += confinement.kept(dict(body.get("status") or {}).get("conditions") or [])
+    stored = dict(body.get("status") or {}).get("conditions") or []
+    fresh["conditions"] += confinement.kept(stored)
+    if _warm_start(body):
+        fresh["conditions"] += warm_starts.kept(stored)
     patch.status.update(fresh)
+
+
+def _warm_start(body: kopf.Body) -> bool:
+    return bool(dict(body.get("spec") or {}).get("warmStart"))
+
+
+def _warm_start_memory(memo: Any, namespace: str, name: str) -> dict[str, warm_starts.WarmStartReport | None]:
+    """The last warm-start state of each pod of TaskAgent ``namespace/name``, by pod uid."""
+    if getattr(memo, "warm_starts", None) is None:
+        memo.warm_starts = {}
+    memory: dict[str, warm_starts.WarmStartReport | None] = memo.warm_starts.setdefault((namespace, name), {})
+    return memory
 
 
 @kopf.on.resume(*_SCHEDULES, registry=registry)
@@ -276,8 +291,10 @@ def reconcile_caller(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_:
 
 @kopf.timer(*_RESOURCE, interval=15.0, idle=5.0, registry=registry)
 def refresh(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
-    """Follow the Knative Service's readiness after the last change, and what the pods say of
-    their sandboxes (:mod:`~clrk.cluster.confinement`: read from their logs, once per pod)."""
+    """Follow the Knative Service's readiness after the last change, what the pods say of
+    their sandboxes (:mod:`~clrk.cluster.confinement`: read from their logs, once per pod) and,
+    with ``spec.warmStart``, of their warm start (:mod:`~clrk.cluster.warm_starts`: the end of
+    their logs, every tick)."""
     status = dict(body.get("status") or {})
     stored = status.get("conditions") or []
     if any(c.get("reason") == "InvalidSpec" for c in stored):
@@ -288,7 +305,13 @@ def refresh(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> No
     if getattr(memo, "sandbox_reports", None) is None:
         memo.sandbox_reports = {}
     fresh["conditions"].append(confinement.sandbox_condition(cluster, namespace, name, memo.sandbox_reports, stored))
-    if confinement.summary(fresh["conditions"]) != confinement.summary(stored):
+    if _warm_start(body):
+        memory = _warm_start_memory(memo, namespace, name)
+        fresh["conditions"].append(warm_starts.warm_start_condition(cluster, namespace, name, memory, stored))
+    elif getattr(memo, "warm_starts", None):
+        memo.warm_starts.pop((namespace, name), None)
+    changed = confinement.summary(fresh["conditions"]) != confinement.summary(stored)
+    if changed or warm_starts.summary(fresh["conditions"]) != warm_starts.summary(stored):
         patch.status.update(fresh)
 
 
@@ -301,6 +324,8 @@ def cleanup(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> 
     applier = Applier(cluster, ApplyOptions(), logger.info)
     _delete_owned(cluster, applier, ("TaskAgent", namespace, name))
     _refresh_egress(cluster, applier, namespace, gone=("TaskAgent", name))
+    if getattr(memo, "warm_starts", None):
+        memo.warm_starts.pop((namespace, name), None)
 
 
 def run_operator(

@@ -59,6 +59,7 @@ def runtime_settings(
             "agent": agent.ref,
             "timeout": spec.timeout.total_seconds(),
             "warm_pool": spec.warm_pool_size,
+            "warm_start": spec.warm_start,
             "max_concurrency": spec.max_concurrency or 16,
             "sandbox": sandbox,
             "agent_env": agent.env,

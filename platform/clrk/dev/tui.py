@@ -1,5 +1,9 @@
 """The ``clrk dev`` terminal UI (Textual): agents, requests, otel-traces, logs and output panes.
 
+The agents pane shows each agent's pool: its warm sandboxes (ready ones over the target), how they
+start the agent (:func:`warm_start_cell`: ahead with ``spec.warmStart``, else on request), the busy
+and queued invocations and its limits.
+
 It only reads: the server's runtimes and records, the span store, the log buffer, and the stdout
 of invocations as they run (:mod:`.live_output`, subscribed to every runtime, again after each
 reload); timers refresh the panes. The output pane follows the last invocation started that
@@ -23,8 +27,12 @@ from clrk.dev.live_output import LiveOutput, OutputWatch
 from clrk.dev.logs import LogBuffer
 from clrk.dev.serving import DevServer
 from clrk.telemetry.spans import SpanStore, span_to_dict
+from clrk_runtime.service.warming import WarmStartStats
 
-__all__ = ["DevApp"]
+__all__ = ["DevApp", "warm_start_cell"]
+
+REASON_CHARACTERS = 80
+"""Characters of a failing warm start's reason shown in the agents pane (the log has it whole)."""
 
 
 def _tokens(server: DevServer, invocation_id: str) -> str:
@@ -35,6 +43,22 @@ def _tokens(server: DevServer, invocation_id: str) -> str:
     totals = server.egress.usage.totals(invocation_id)
     total_in = totals.input_tokens + totals.cache_read_input_tokens + totals.cache_creation_input_tokens
     return f"{total_in}/{totals.output_tokens}"
+
+
+def warm_start_cell(stats: WarmStartStats) -> str:
+    """The agents pane's ``start`` column: ``-`` without warm start; ``ahead`` while warm sandboxes
+    start the agent before their request (with those still starting and the failures in a row);
+    ``on request (failing: <reason>)`` once it kept failing and the shim fell back."""
+    if stats.state == "off":
+        return "-"
+    if stats.state == "failing":
+        reason = " ".join(stats.reason.split())
+        if len(reason) > REASON_CHARACTERS:
+            reason = reason[: REASON_CHARACTERS - 1] + "…"
+        return f"on request (failing: {reason or 'no reason given'})"
+    notes = [f"{stats.starting} starting"] if stats.starting else []
+    notes += [f"{stats.failures} failed"] if stats.failures else []
+    return "ahead" + (f" ({', '.join(notes)})" if notes else "")
 
 
 class DevApp(App[None]):
@@ -84,7 +108,7 @@ class DevApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#agents", DataTable).add_columns("agent", "sandbox", "warm", "busy", "queue", "limits")
+        self.query_one("#agents", DataTable).add_columns("agent", "sandbox", "warm", "start", "busy", "queue", "limits")
         self.query_one("#requests", DataTable).add_columns(
             "time", "invocation", "agent", "status", "duration", "tokens in/out"
         )
@@ -109,6 +133,7 @@ class DevApp(App[None]):
                 ref,
                 pool.kind,
                 f"{pool.warm}/{pool.warm_target}",
+                warm_start_cell(pool.warm_start),
                 str(pool.busy),
                 str(pool.queued),
                 f"conc {pool.max_concurrency}, queue {pool.queue_size}",

@@ -13,6 +13,10 @@ and Knative's webhook (``max-scale`` ≥ ``min-scale``) accepts the pair. ``min-
 sandboxes wait ready across the Service; the model refuses a ``maxConcurrency`` below
 ``warmPoolSize``, the one case no divisor fits.
 
+Warm start. ``spec.warmStart`` sets the shim's ``CLRK_WARM_START``: each warm sandbox (one per pod,
+``warmPoolSize`` pods at least) starts the agent's entrypoint before its request. Nothing else in
+the objects changes: the pod is the same, only its shim starts agents earlier.
+
 Timeouts. A buffered answer starts only when the agent exits: Knative's ``timeoutSeconds`` and
 ``responseStartTimeoutSeconds`` are both ``spec.timeout`` (whole seconds, rounded up: Knative
 would otherwise apply its ``revision-response-start-timeout-seconds`` default, 300 s, to longer
@@ -157,6 +161,8 @@ def knative_service(agent: TaskAgent, argv: list[str], options: ClusterOptions) 
         **key_files(),
         "CLRK_TEMP_ROOT": SANDBOX_DIR,
     }
+    if spec.warm_start:
+        env["CLRK_WARM_START"] = "true"
     resources = spec.resources.as_kubernetes() if spec.resources is not None else options.agent_resources
     container = {
         "name": "agent",

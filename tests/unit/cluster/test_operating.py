@@ -57,6 +57,17 @@ def test_invalid_spec_is_reported() -> None:
         desired(broken, [])
 
 
+def test_warm_start_without_a_warm_pool_is_reported() -> None:
+    broken = body(["/agent"])
+    broken["spec"]["warmStart"] = True
+    with pytest.raises(ClrkError, match=r"TaskAgent ns/bot: spec\.warmStart: .*needs spec\.warmPoolSize of at least 1"):
+        desired(broken, [])
+    broken["spec"]["warmPoolSize"] = 1
+    [service, *_] = desired(broken, []).children
+    env = service.body["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "CLRK_WARM_START", "value": "true"} in env
+
+
 def test_egress_items_cover_the_namespace_and_keep_apply_sets() -> None:
     other = body(["/agent"], {"clrk.dev/apply-set": "prod"})
     other["metadata"]["name"] = "other"

@@ -84,7 +84,21 @@ def test_jq_bot_runs_from_its_build_context() -> None:
     assert settings.binds == [f"{source}:/usr/local/bin/agent.sh"]
     assert settings.timeout == 100
     assert settings.warm_pool == agent.spec.warm_pool_size
+    assert settings.warm_start is True, "spec.warmStart: the shim starts the agent ahead"
     assert settings.agent_env["ANTHROPIC_API_KEY"] == "clrk-injected-by-proxy"
+    cold = agent.model_copy(update={"spec": agent.spec.model_copy(update={"warm_start": False})})
+    binds = copy_binds(bundle.contexts[agent.ref])
+    off = runtime_settings(
+        cold,
+        bundle,
+        egress_proxy="127.0.0.1:1",
+        token_key=b"k",
+        ca_bundle=Path("/ca.pem"),
+        sandbox="plain",
+        agent_path="/usr/bin",
+        binds=binds,
+    )
+    assert off.warm_start is False
 
 
 def test_staging_makes_copies_any_user_can_read(tmp_path: Path) -> None:

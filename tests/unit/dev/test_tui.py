@@ -11,10 +11,11 @@ from textual.widgets import DataTable, RichLog, Static
 from clrk.dev.logs import LogBuffer
 from clrk.dev.serving import DevServer
 from clrk.dev.settings import DevSettings
-from clrk.dev.tui import DevApp
+from clrk.dev.tui import DevApp, warm_start_cell
 from clrk.ingress import InvocationRecord
 from clrk.telemetry.spans import SpanStore
 from clrk_runtime.service.runtime import AgentRuntime
+from clrk_runtime.service.warming import WarmStartStats
 from clrk_runtime.settings import RuntimeSettings
 
 
@@ -79,3 +80,43 @@ async def test_the_logs_pane_shows_each_line_once_after_the_buffer_wraps() -> No
         shown = [str(line.text).rsplit(" ", 1)[1] for line in app.query_one("#logs", RichLog).lines]
         assert shown == ["3", "4", "5", "6", "7"], "the three lines held at start, then each new line once"
         await pilot.press("q")
+
+
+async def test_the_agents_pane_says_how_warm_sandboxes_start_their_agent() -> None:
+    """``start``: ahead with warm start, on request once it kept failing (with the shim's
+    reason), ``-`` without it; ``warm`` counts the sandboxes whose agent is ready."""
+    ready = 'echo ready >&"$CLRK_READY_FD"; exec cat'
+    settings = {
+        "default/ahead": RuntimeSettings(command=["sh", "-c", ready], warm_start=True, warm_pool=1),
+        "default/broken": RuntimeSettings(command=["sh", "-c", "echo nope >&2; exit 3"], warm_start=True, warm_pool=1),
+        "default/cold": RuntimeSettings(command=["cat"], warm_pool=1),
+    }
+    server = DevServer(DevSettings(apply=["unused"]), environ={})
+    for ref, each in settings.items():
+        server.runtimes[ref] = AgentRuntime(each.model_copy(update={"agent": ref, "sandbox": "plain"}))
+    try:
+        for runtime in server.runtimes.values():
+            await runtime.start()  # the broken one's start falls back to starting on request
+        app = DevApp(server, SpanStore(), LogBuffer(), [])
+        async with app.run_test() as pilot:
+            await pilot.pause()
+            agents = app.query_one("#agents", DataTable)
+            rows = {agents.get_row_at(i)[0]: agents.get_row_at(i)[2:4] for i in range(agents.row_count)}
+            assert rows == {
+                "default/ahead": ["1/1", "ahead"],
+                "default/broken": [
+                    "1/1",
+                    "on request (failing: exited with status 3 before it said it was ready; stderr: nope)",
+                ],
+                "default/cold": ["1/1", "-"],
+            }
+            await pilot.press("q")
+    finally:
+        for runtime in server.runtimes.values():
+            await runtime.stop()
+
+
+def test_the_start_cell_counts_starting_sandboxes_and_failures_and_cuts_a_long_reason() -> None:
+    assert warm_start_cell(WarmStartStats("on", 2, 1, "exited with status 1")) == "ahead (2 starting, 1 failed)"
+    cell = warm_start_cell(WarmStartStats("failing", 0, 3, "x" * 500 + "\nsecond line"))
+    assert cell.startswith("on request (failing: xxx") and cell.endswith("…)") and len(cell) < 120

@@ -59,6 +59,9 @@ def test_value_from_names_the_field_and_the_remedy(tmp_path: Path) -> None:
         ({"timeout": "0s"}, "spec.timeout", "positive"),
         ({"warmPoolSize": -1}, "spec.warmPoolSize", "found -1"),
         ({"maxConcurrency": 0}, "spec.maxConcurrency", "found 0"),
+        ({"warmStart": True}, "spec.warmStart", "needs spec.warmPoolSize of at least 1, found 0"),
+        ({"warmStart": True, "warmPoolSize": 0}, "spec.warmStart", "spec.warmPoolSize 0 keeps none"),
+        ({"warmStart": "sometimes"}, "spec.warmStart", "boolean"),
         ({"budget": {"tokens": 10, "window": "a while"}}, "spec.budget.window", "duration"),
     ],
 )

@@ -33,6 +33,7 @@ def test_jq_bot_service() -> None:
     assert container["args"][-1] == "/usr/local/bin/agent.sh", "entrypoint read from the Dockerfile"
     env = {e["name"]: e["value"] for e in container["env"]}
     assert "clrk-injected-by-proxy" in env["CLRK_AGENT_ENV"]
+    assert agent.spec.warm_start and env["CLRK_WARM_START"] == "true", "the guide's agent starts ahead"
     front = next(o for o in objects if o["kind"] == "Service" and o["apiVersion"] == "v1")
     assert (front["metadata"]["namespace"], front["metadata"]["name"]) == ("clrk", "clrk-default-jq-bot")
     assert front["spec"]["ports"][0]["port"] == 80

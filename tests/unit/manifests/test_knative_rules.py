@@ -27,6 +27,7 @@ from clrk.manifests.compiling import (
 from clrk.manifests.documents import dump_all
 from clrk.manifests.options import DEFAULT_AGENT_RESOURCES, PlatformSettings
 from clrk_runtime.protocol.durations import parse_duration as parse_seconds
+from clrk_runtime.server.main import build_settings
 from tests.support.podsecurity import lowest_level, pss_violations, root_refused_by_kubelet, secure_pod_defaults
 
 
@@ -110,6 +111,21 @@ def test_warm_pool_three_with_eight_at_most() -> None:
     assert annotations["autoscaling.knative.dev/min-scale"] == "3"
     assert annotations["autoscaling.knative.dev/max-scale"] == "4"
     assert pod(service)["containerConcurrency"] == 2 and shim_arg(service, "--max-concurrency") == "2"
+
+
+def test_warm_start_changes_only_the_shims_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pod, its scale and its probes stay: only the shim starts its warm sandboxes' agents
+    ahead, which it reads from ``CLRK_WARM_START`` (checked with the shim's own settings)."""
+    plain, ahead = compiled(warmPoolSize=2), compiled(warmPoolSize=2, warmStart=True)
+    env = {e["name"]: e["value"] for e in pod(ahead)["containers"][0].pop("env")}
+    plain_env = {e["name"]: e["value"] for e in pod(plain)["containers"][0].pop("env")}
+    assert ahead == plain
+    assert env == {**plain_env, "CLRK_WARM_START": "true"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert build_settings(pod(ahead)["containers"][0]["args"]).warm_start is True
+    monkeypatch.delenv("CLRK_WARM_START")
+    assert build_settings(pod(plain)["containers"][0]["args"]).warm_start is False
 
 
 def test_validate_refuses_a_warm_pool_larger_than_max_concurrency(tmp_path: Path) -> None:
