@@ -5,8 +5,14 @@
 // JSON body. Stdout is the response body; stderr goes to the invocation's logs, never to the
 // caller. The HTTP status and Content-Type are set by writing CGI-style lines to the file named
 // by $CLRK_METADATA_RESPONSE_HEADERS. No npm dependencies.
+//
+// Warm start (`spec.warmStart: true`, docs/agents.md in clrk): clrk runs this file before its
+// request comes, and writes the request to stdin once a line came on $CLRK_READY_FD. What runs
+// before stdin is read (the imports, and whatever you set up at the top: a client, data files)
+// is paid then, not by the caller. Per-request metadata (the invocation id, the deadline,
+// `traceparent`) is in the envelope, not in the environment, when started ahead.
 import { spawnSync } from "node:child_process";
-import { appendFileSync, readFileSync } from "node:fs";
+import { appendFileSync, closeSync, readFileSync, writeSync } from "node:fs";
 
 const NAME = "{{name}}";
 const SYSTEM = "You are a helpful assistant. Answer briefly.";
@@ -55,8 +61,15 @@ function respond(status, body) {
   process.stdout.write(JSON.stringify(body) + "\n");
 }
 
+// Start-up done: say so (warm start; the variable is unset without it), then read the request.
+if (process.env.CLRK_READY_FD) {
+  const ready = Number(process.env.CLRK_READY_FD);
+  writeSync(ready, "ready\n");
+  closeSync(ready);
+}
+
+let event;
 try {
-  let event;
   try {
     event = JSON.parse(readFileSync(0, "utf8"));
   } catch {
@@ -66,6 +79,7 @@ try {
 } catch (error) {
   if (!(error instanceof Failure)) throw error;
   process.stderr.write(`${NAME}: ${error.message}\n`);
-  const invocationId = process.env.CLRK_METADATA_INVOCATION_ID || "";
+  // The envelope's: started ahead (warm start), the agent has no $CLRK_METADATA_INVOCATION_ID.
+  const invocationId = event?.clrkinvocationid || process.env.CLRK_METADATA_INVOCATION_ID || "";
   respond(error.status, { error: { type: error.type, message: error.message, invocationId } });
 }

@@ -5,8 +5,15 @@ The request arrives on stdin as a CloudEvent (structured JSON): ``event["data"]`
 JSON body. Stdout is the response body; stderr goes to the invocation's logs, never to the
 caller. The HTTP status and Content-Type are set by writing CGI-style lines to the file named by
 $CLRK_METADATA_RESPONSE_HEADERS. Standard library only.
+
+Warm start (``spec.warmStart: true``, docs/agents.md in clrk): clrk runs this file before its
+request comes, and writes the request to stdin once a line came on $CLRK_READY_FD. What runs
+before main() reads stdin (the imports, and whatever you load at module level: a client, a
+model, data files) is paid then, not by the caller. Per-request metadata (the invocation id, the
+deadline, ``traceparent``) is in the envelope, not in the environment, when started ahead.
 """
 
+# Start-up: import (and load) the slow things here, before the request.
 import json
 import os
 import subprocess
@@ -55,7 +62,17 @@ def respond(status: int, body: dict) -> None:
     print(json.dumps(body))
 
 
+def say_ready() -> None:
+    """Warm start: one line on $CLRK_READY_FD says the start-up is done (unset without it)."""
+    fd = os.environ.get("CLRK_READY_FD")
+    if fd:
+        with os.fdopen(int(fd), "w") as ready:
+            ready.write("ready\n")
+
+
 def main() -> None:
+    say_ready()
+    event: dict = {}
     try:
         try:
             event = json.load(sys.stdin)
@@ -64,7 +81,8 @@ def main() -> None:
         respond(200, {"answer": ask_claude(read_prompt(event))})
     except Failure as failure:
         print(f"{NAME}: {failure.message}", file=sys.stderr)
-        invocation = os.environ.get("CLRK_METADATA_INVOCATION_ID", "")
+        # The envelope's: started ahead (warm start), the agent has no $CLRK_METADATA_INVOCATION_ID.
+        invocation = event.get("clrkinvocationid") or os.environ.get("CLRK_METADATA_INVOCATION_ID", "")
         error = {"type": failure.kind, "message": failure.message, "invocationId": invocation}
         respond(failure.status, {"error": error})
 

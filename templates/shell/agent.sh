@@ -6,13 +6,20 @@
 # and Content-Type can be set by writing CGI-style lines to $CLRK_METADATA_RESPONSE_HEADERS.
 set -uo pipefail
 
-fail() { # status type message
+fail() { # status type message; the invocation id is the envelope's (see warm start below)
   echo "{{name}}: $3" >&2
   printf 'Status: %s\nContent-Type: application/json\n' "$1" >>"$CLRK_METADATA_RESPONSE_HEADERS"
-  jq -cn --arg type "$2" --arg message "$3" --arg id "${CLRK_METADATA_INVOCATION_ID:-}" \
-    '{error: {type: $type, message: $message, invocationId: $id}}'
+  jq -c --arg type "$2" --arg message "$3" \
+    '{error: {type: $type, message: $message, invocationId: (.clrkinvocationid // "")}}' <<<"$event"
   exit 0
 }
+
+# Warm start (`spec.warmStart: true`): clrk starts this script before its request comes, and
+# writes the request to stdin once a line came on $CLRK_READY_FD. Put slow set-up (loading files,
+# starting a program to talk to) above this line; what is per request (the invocation id, the
+# deadline, `traceparent`) is in the envelope then, not in the environment. Without warm start
+# the variable is unset and the line does nothing.
+[ -n "${CLRK_READY_FD:-}" ] && echo ready >&"$CLRK_READY_FD"
 
 event=$(cat)
 prompt=$(jq -r '.data.prompt? // empty | strings' <<<"$event" 2>/dev/null)

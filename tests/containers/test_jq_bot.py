@@ -30,6 +30,7 @@ import base64
 import concurrent.futures
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ from clrk_runtime.protocol.headers import INVOCATION_HEADER, SIGNATURE_HEADER
 from clrk_runtime.protocol.ids import new_invocation_id
 from clrk_runtime.protocol.keys import namespace_key
 from clrk_runtime.protocol.signing import sign_request
+from clrk_runtime.service.warming import WARM_START_PREFIX
 from tests.support.jq_bot import GUIDE_ANSWER, GUIDE_BODY, JQ_FILTER, REPO
 from tests.support.kubeplay import snapshot
 from tests.support.podman import Pod, Pods, podman
@@ -364,17 +366,20 @@ def test_a_call_around_the_ingress_is_refused_and_the_agent_never_runs(stack: St
 
 READ_ENVIRON = """
 for process in /proc/[0-9]*; do
-  for attempt in 1 2 3; do
+  for attempt in 1 2 3 4 5; do
     cat "$process/environ" 2>/dev/null && { echo; continue 2; }
+    sleep 0.05
   done
   state=$(sed 's/.*) //' "$process/stat" 2>/dev/null | cut -c1)
   case "$state" in "" | Z | X) ;; *) echo "UNREADABLE $process ($state)" ;; esac
 done
 """
-"""Every process's environment, one per line; a live process whose environment cannot be read, three
-times over, says so (one that ended meanwhile, or a zombie, has none left to read). A running
-process of the pod was once seen refusing a single read while sandboxes were being set up, and
-not again: one refusal is a transition, not a hidden environment."""
+"""Every process's environment, one per line; a live process whose environment cannot be read for
+a quarter of a second says so (one that ended meanwhile, or a zombie, has none left to read).
+Running processes of the pod were seen refusing reads for a few milliseconds while sandboxes were
+being set up (with warm start, while other sandboxes serve): a child of the spawner between its
+switch to the sandbox's uid and its exec is not dumpable. A refusal that short is a transition,
+not a hidden environment."""
 
 
 def _running_containers(pod: Pod) -> list[str]:
@@ -497,3 +502,36 @@ def test_a_scheduled_run_posted_as_its_ping_source_posts_it_gets_the_guides_answ
         assert status == 404, f"{what}: {status} {body}"
         assert json.loads(body)["error"]["type"] == "unknown_schedule", body
     assert len(stack.model_calls()) == before, f"an agent ran on a wrong token\n{stack.report()}"
+
+
+WARM_START_LINE = re.compile(re.escape(WARM_START_PREFIX) + r"(\{.*\})$", re.MULTILINE)
+"""The shim's line at each change of warm start's state (JSON to the end of the line)."""
+
+
+def test_jq_bots_pod_starts_the_agent_ahead_and_keeps_doing_so(stack: Stack) -> None:
+    """The example says ``warmStart: true``: as compiled, jq-bot's shim starts agent.sh (and its
+    Claude CLI) in the warm sandbox before its request, says so once in its log, and still does
+    after the guide's requests (no failure, no fallback to starting on request)."""
+    pod = stack.pods["jq-bot"]
+    (agent,) = [c for c in pod.manifest["spec"]["containers"] if c["name"] == "agent"]
+    env = {item["name"]: item.get("value") for item in agent.get("env", [])}
+    assert env.get("CLRK_WARM_START") == "true", "compiled from the example, the shim is told to warm-start"
+    for attempt in range(3):
+        response = stack.call("jq-bot", GUIDE_BODY)
+        assert response.status_code == 200, f"call {attempt + 1}: {response.text}\n{stack.report()}"
+        assert response.text.strip() == GUIDE_ANSWER
+    log = pod.logs("agent")
+    states = [json.loads(match) for match in WARM_START_LINE.findall(log)]
+    assert states, f"no {WARM_START_PREFIX.strip()} line in the shim's log\n{log[-3000:]}"
+    assert states[0] == {"agent": "default/jq-bot", "state": "on", "failures": 0, "reason": ""}, states
+    assert [s for s in states if s["state"] != "on"] == [], f"warm start failed\n{log[-3000:]}"
+    assert "warm start failed" not in log, log[-3000:]
+
+
+def test_jq_bots_shim_logs_the_start_up_of_its_warm_sandbox(stack: Stack) -> None:
+    """A model call made while the agent starts is counted under a start-up id at the gateway:
+    the shim's log names that id for jq-bot, so a call seen there can be traced to its agent."""
+    response = stack.call("jq-bot", GUIDE_BODY)
+    assert response.status_code == 200, f"{response.text}\n{stack.report()}"
+    log = stack.pods["jq-bot"].logs("agent")
+    assert re.search(r"default/jq-bot\b.*\bstart-up [0-9a-f]{8}-[0-9a-f-]{27}", log), log[-3000:]

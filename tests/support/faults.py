@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -99,11 +100,21 @@ def faults_dev(root: Path, agents: dict[str, str], *, extra_env: dict[str, str] 
 
 
 def faults_egress_port(running: RunningDev) -> int:
-    """The egress gateway's port: the one TCP port ``clrk dev`` listens on besides the ingress."""
+    """The egress gateway's port: the one TCP port ``clrk dev`` listens on besides the ingress and
+    the identity relays of warm-started plain sandboxes (told apart by their 407's body)."""
     ingress = int(running.url.rsplit(":", 1)[1])
-    ports = faults_listening_ports(running.process.pid) - {ingress}
+    ports = {port for port in faults_listening_ports(running.process.pid) - {ingress} if not _identity_relay(port)}
     assert len(ports) == 1, ports
     return ports.pop()
+
+
+def _identity_relay(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET http://clrk.invalid/ HTTP/1.1\r\nHost: clrk.invalid\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := conn.recv(4096)):
+            answer += chunk  # the relay writes its head and body at once
+    return b"clrk identity relay" in answer
 
 
 def faults_listening_ports(pid: int) -> set[int]:

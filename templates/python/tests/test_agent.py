@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Callable
+
+import pytest
 
 from clrk_runtime.testing import Result
 
 Agent = Callable[..., Result]
+Started = Callable[..., tuple[bytes, subprocess.CompletedProcess[bytes]]]
 
 
 def test_the_answer_is_claudes_result(agent: Agent) -> None:
@@ -36,3 +41,24 @@ def test_a_model_error_is_a_502_with_details_in_the_logs(agent: Agent) -> None:
     assert result.status == 502
     assert result.json()["error"]["type"] == "model_error"
     assert "Invalid API key" in result.stderr
+
+
+@pytest.mark.parametrize("ready", [True, False], ids=["warm-start", "on-request"])
+def test_it_says_it_is_ready_before_it_reads_its_request(started: Started, ready: bool) -> None:
+    """Warm start: set up, one line on $CLRK_READY_FD, then stdin. Without $CLRK_READY_FD the
+    same agent answers the same."""
+    line, done = started({"prompt": "What is the capital of France?"}, ready=ready)
+    assert done.returncode == 0, done.stderr
+    assert line.endswith(b"\n") if ready else line == b""
+    assert json.loads(done.stdout) == {"answer": "Paris."}
+
+
+def test_warm_started_by_the_shim_it_answers_with_the_invocation_id_of_the_envelope(agent: Agent) -> None:
+    """Started ahead, it has no $CLRK_METADATA_INVOCATION_ID: its errors take the id from the
+    envelope (clrkinvocationid)."""
+    result = agent({"prompt": "What is the capital of France?"}, warm_pool=1, warm_start=True)
+    assert result.status == 200, result.stderr
+    assert result.json() == {"answer": "Paris."}
+    result = agent({"question": "?"}, warm_pool=1, warm_start=True)
+    assert result.status == 400
+    assert result.json()["error"]["invocationId"] == result.invocation_id

@@ -38,9 +38,10 @@ from tests.support.runtime import (
 
 JQ_BOT = Path(__file__).resolve().parents[3] / "examples" / "jq-bot" / "agent.sh"
 FAKE_CLAUDE = """#!/bin/sh
-# Answers jq-bot with the filter in $FAKE_FILTER, as the CLI's --output-format json would.
+# Answers jq-bot with the filter in $FAKE_FILTER: the result event of the CLI's stream-json
+# output, once its input (jq-bot's one message) has ended.
 cat >/dev/null
-jq -cn --arg filter "$FAKE_FILTER" '{is_error: false, result: "", structured_output: {filter: $filter}}'
+jq -cn --arg filter "$FAKE_FILTER" '{type: "result", is_error: false, result: "", structured_output: {filter: $filter}}'
 """
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes get uids of their own only under root")
