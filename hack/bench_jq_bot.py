@@ -7,8 +7,13 @@ Each row is ``--calls`` sequential calls of the guide's request (tests/support/j
 answer checked against the guide's answer; p50, p90 and max:
 
 * ``cold``: jq-bot with ``spec.warmPoolSize: 0``, through ``clrk dev`` and its egress gateway;
-* ``warm pool``: the same with ``warmPoolSize: 2`` (the sandbox is ready, the agent starts on request);
-* ``warm start``: not built yet (issue 16); a row says so.
+* ``warm pool``: the same with ``warmPoolSize: 2`` and ``warmStart: false`` (the sandbox is ready,
+  the agent starts on request);
+* ``warm start``: ``warmPoolSize: 2`` and ``warmStart: true``: the sandbox's agent.sh started the
+  CLI and had it initialised before the request came (examples/jq-bot/agent.sh).
+
+The warm rows pause ``--pause`` s between calls, so that each call finds a ready sandbox (a warm
+start takes the CLI's start-up, ~0.3-0.5 s here, to refill); the cold row does not.
 
 Floors, measured in the same run against the same fake, the CLI with jq-bot's flags
 (examples/jq-bot/agent.sh), straight to the fake (``ANTHROPIC_BASE_URL`` + ``NODE_EXTRA_CA_CERTS``,
@@ -16,15 +21,19 @@ no egress gateway, no sandbox, no bash or jq):
 
 * ``CLI from nothing``: ``claude -p`` started per sample, from process start to its answer;
 * ``CLI started, 1st prompt``: ``--input-format stream-json`` started per sample and left idle for
-  ``--idle`` s, timed from writing the one prompt to its ``result`` event: what a sandbox that
-  started the CLI before its request came could at best answer in;
+  ``--idle`` s, timed from writing the one prompt to its ``result`` event;
+* ``CLI initialised, 1st prompt``: the same, but sent the SDK's ``initialize`` control request and
+  answered before the idle time (what jq-bot's agent.sh does before it says it is ready): what a
+  warm-started jq-bot could at best answer in, the floor warm start is measured against;
 * ``CLI started, next prompt``: one stream-json process for all samples (after one untimed prompt),
   timed from writing each prompt to its ``result`` (the conversation grows by a turn each time).
 
 What the stream-json CLI (2.1.331) was seen to do: it prints ``{"type":"system","subtype":"ui_invalidate"}``
 once started, before any input; its ``system``/``init`` event comes only after the first message
 (40-70 ms later), and the first message opens the TLS connection to the API, so a started CLI's first
-prompt costs several times its next one.
+prompt costs several times its next one. An ``initialize`` control request moves that lazy start-up
+ahead (~50 ms less on the first prompt); the TLS connection is still opened with the first prompt
+(the CLI's own preconnect is skipped whenever a proxy is set, as in a sandbox).
 
 Not a test: it prints.
 
@@ -86,23 +95,31 @@ def _row(name: str, samples: list[float]) -> str:
     return f"{name:<28} {len(samples):>3} {cells[0]:>9.0f} {cells[1]:>9.0f} {cells[2]:>9.0f}"
 
 
-def _manifests(root: Path, warm_pool: int) -> Path:
-    """A copy of examples/jq-bot with ``spec.warmPoolSize`` set; returns its manifests folder."""
-    target = root / f"jq-bot-warm{warm_pool}"
+def _manifests(root: Path, name: str, warm_pool: int, warm_start: bool) -> Path:
+    """A copy of examples/jq-bot with ``spec.warmPoolSize`` and ``spec.warmStart`` set; returns its
+    manifests folder."""
+    target = root / f"jq-bot-{name}"
     shutil.copytree(ROOT / "examples" / "jq-bot", target)
     manifest = target / "manifests" / "taskagent.yaml"
-    text, count = re.subn(r"(?m)^  warmPoolSize: \d+$", f"  warmPoolSize: {warm_pool}", manifest.read_text())
+    text = manifest.read_text()
+    text = re.sub(r"(?m)^  warmStart: \w+\n", "", text)
+    text, count = re.subn(
+        r"(?m)^  warmPoolSize: \d+$", f"  warmPoolSize: {warm_pool}\n  warmStart: {str(warm_start).lower()}", text
+    )
     if count != 1:
         raise RuntimeError(f"no warmPoolSize line in {manifest}")
     manifest.write_text(text)
     return target / "manifests"
 
 
-def _through_dev(root: Path, ca: TestCA, fake: FakeAnthropic, warm_pool: int, calls: int) -> list[float]:
-    """``calls`` sequential guide's calls to jq-bot under a fresh ``clrk dev`` (after one untimed)."""
-    state = root / f"state-warm{warm_pool}"
+def _through_dev(
+    root: Path, ca: TestCA, fake: FakeAnthropic, name: str, warm_pool: int, warm_start: bool, calls: int, pause: float
+) -> list[float]:
+    """``calls`` sequential guide's calls to jq-bot under a fresh ``clrk dev`` (after one untimed),
+    ``pause`` s apart."""
+    state = root / f"state-{name}"
     args = [
-        "--apply", str(_manifests(root, warm_pool)),
+        "--apply", str(_manifests(root, name, warm_pool, warm_start)),
         "--secret", "anthropic-credentials=ANTHROPIC_API_KEY:api-key",
         "--state-dir", str(state),
         "--egress-upstream", f"api.anthropic.com:443={fake.address}",
@@ -122,9 +139,11 @@ def _through_dev(root: Path, ca: TestCA, fake: FakeAnthropic, warm_pool: int, ca
             return elapsed
 
         call()  # untimed: the first sandbox, the gateway's first upstream connection
-        if warm_pool:
-            time.sleep(1.0)  # let the pool fill before the timed calls
-        return [call() for _ in range(calls)]
+        samples = []
+        for _ in range(calls):
+            time.sleep(pause)  # the pool refilled before each call
+            samples.append(call())
+        return samples
 
 
 def _cli_env(root: Path, ca: TestCA, fake: FakeAnthropic) -> dict[str, str]:
@@ -202,9 +221,23 @@ def _end(process: subprocess.Popen[str]) -> None:
         process.stdout.close()
 
 
-def _first_prompt(root: Path, ca: TestCA, fake: FakeAnthropic, idle: float) -> float:
+def _initialise(process: subprocess.Popen[str]) -> None:
+    """The SDK's ``initialize`` control request, and its answer (as jq-bot's agent.sh does)."""
+    assert process.stdin is not None and process.stdout is not None
+    request = {"type": "control_request", "request_id": "init", "request": {"subtype": "initialize"}}
+    process.stdin.write(json.dumps(request) + "\n")
+    process.stdin.flush()
+    while line := process.stdout.readline():
+        if json.loads(line).get("type") == "control_response":
+            return
+    raise RuntimeError(f"the CLI ended before answering initialize (exit {process.wait()})")
+
+
+def _first_prompt(root: Path, ca: TestCA, fake: FakeAnthropic, idle: float, initialised: bool) -> float:
     process = _stream_cli(root, ca, fake)
     try:
+        if initialised:
+            _initialise(process)
         time.sleep(idle)  # the CLI's start-up, paid before the request (as a warm-started sandbox would)
         if process.poll() is not None:
             raise RuntimeError(f"the CLI exited while idle ({process.returncode})")
@@ -231,7 +264,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--calls", type=int, default=20, help="timed calls per row")
     parser.add_argument("--idle", type=float, default=1.0, help="s a pre-started CLI waits before its prompt")
-    parser.add_argument("--started", type=int, default=8, help="samples of the 'CLI started, 1st prompt' row")
+    parser.add_argument("--started", type=int, default=8, help="samples of each 'CLI …, 1st prompt' row")
+    parser.add_argument("--pause", type=float, default=1.5, help="s between calls of the warm rows")
     args = parser.parse_args()
     if not os.access(CLAUDE, os.X_OK):
         sys.exit(f"no Claude CLI at {CLAUDE}: run `make install`")
@@ -247,12 +281,18 @@ def main() -> None:
             print("clrk dev rows: through the egress gateway; floors: the CLI straight to the fake (no gateway)")
             print(f"{'what':<28} {'n':>3} {'p50 ms':>9} {'p90 ms':>9} {'max ms':>9}")
             print(_row("CLI from nothing", _timed(args.calls, lambda: _cli_from_nothing(root, ca, fake))))
-            started = _timed(args.started, lambda: _first_prompt(root, ca, fake, args.idle))
+            started = _timed(args.started, lambda: _first_prompt(root, ca, fake, args.idle, initialised=False))
             print(_row("CLI started, 1st prompt", started))
+            ready = _timed(args.started, lambda: _first_prompt(root, ca, fake, args.idle, initialised=True))
+            print(_row("CLI initialised, 1st prompt", ready))
             print(_row("CLI started, next prompt", _next_prompts(root, ca, fake, args.calls)))
-            print(_row("clrk dev: cold", _through_dev(root, ca, fake, 0, args.calls)))
-            print(_row("clrk dev: warm pool", _through_dev(root, ca, fake, 2, args.calls)))
-            print(f"{'clrk dev: warm start':<28} {'-':>3}   not built yet (issue 16)")
+            print(_row("clrk dev: cold", _through_dev(root, ca, fake, "cold", 0, False, args.calls, 0.0)))
+            warm = _through_dev(root, ca, fake, "pool", 2, False, args.calls, args.pause)
+            print(_row("clrk dev: warm pool", warm))
+            warm_start = _through_dev(root, ca, fake, "start", 2, True, args.calls, args.pause)
+            print(_row("clrk dev: warm start", warm_start))
+            over = (statistics.median(warm_start) - statistics.median(ready)) * 1000
+            print(f"warm start p50 over the initialised CLI's 1st prompt p50: {over:.0f} ms")
     print(f"({time.perf_counter() - began:.0f} s)")
 
 
