@@ -78,6 +78,11 @@ from clrk_runtime.service.runtime import AgentRuntime
 __all__ = ["DevServer", "missing_tools"]
 
 log = logging.getLogger("clrk.dev")
+WARM_WAIT_S = 10.0
+"""Seconds ``clrk dev`` waits, at start and at each reload, for its agents' warm pools to fill
+(warm-started agents say they are ready) before serving without them: a request that finds no
+ready sandbox is served by one started for it, and a hung start-up is replaced in the background
+(after ``CLRK_WARM_START_TIMEOUT``), never holding ``clrk dev`` up."""
 
 
 class _Server(uvicorn.Server):
@@ -396,8 +401,9 @@ class DevServer:
                         heartbeat_seconds=self.settings.heartbeat,
                     )
                 )
-                await runtime.start()
+                await runtime.start(wait=False)  # every agent's pool fills at once
                 started[agent.ref] = runtime
+            await _until_filled(started)
         except BaseException:
             await asyncio.gather(*(r.stop() for r in started.values()), return_exceptions=True)
             stage.remove()
@@ -521,3 +527,26 @@ class DevServer:
             f"-H 'X-Clrk-TaskAgent: {ref}' --data '{{}}'"
             for ref in sorted(self.runtimes)
         ]
+
+
+async def _until_filled(runtimes: dict[str, AgentRuntime]) -> None:
+    """Wait up to :data:`WARM_WAIT_S` for every runtime's warm pool; raise if one cannot be filled
+    at all (its sandboxes cannot be made); log the ones still starting after the wait."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + WARM_WAIT_S
+    while True:
+        for ref, runtime in runtimes.items():
+            if runtime.broken:
+                raise ClrkError(f"{ref}: {runtime.broken}")
+        waiting = sorted(ref for ref, runtime in runtimes.items() if not runtime.ready)
+        if not waiting:
+            return
+        if loop.time() >= until:
+            log.warning(
+                "%s: warm sandboxes still starting after %gs; serving meanwhile (a request that finds none"
+                " ready gets a sandbox started for it)",
+                ", ".join(waiting),
+                WARM_WAIT_S,
+            )
+            return
+        await asyncio.sleep(0.02)
