@@ -4,7 +4,9 @@
 Three processes: the fake Anthropic upstream, the gateway (pinned to one CPU), and this client
 (raw h11 over asyncio, keep-alive). Each model call is timed direct to the fake and through the
 gateway (CONNECT, then TLS to api.anthropic.com), for JSON and SSE: time to first body byte and
-to the last. Prints figures; not a test.
+to the last. Then the same through the shim's identity relay in front of the gateway (a process
+of its own, as in a shim with warm start: every byte of a warm-started sandbox's egress passes
+it). Prints figures; not a test.
 
     .venv/bin/python hack/bench_egress.py [--calls 400] [--concurrency 16]
 """
@@ -33,6 +35,7 @@ sys.path.insert(0, str(ROOT / "runtime"))
 
 from tests.support.tlsca import TestCA  # noqa: E402
 
+from clrk_runtime.protocol.keys import namespace_key  # noqa: E402
 from clrk_runtime.protocol.tokens import ProxyClaims, sign  # noqa: E402
 
 KEY = b"bench-key"
@@ -78,6 +81,28 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
+
+
+RELAY = """
+import asyncio, sys
+sys.path[:0] = {paths!r}
+from clrk_runtime.sandbox.identities import IdentityRelay
+async def main():
+    relay = IdentityRelay("127.0.0.1:{gw_port}")
+    await relay.start()
+    user, password = relay.enrol(lambda: ("inv-bench", {token!r}))
+    print(relay.port, user, password, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def spawn_relay(code: str) -> tuple[subprocess.Popen[str], int, str]:
+    """The relay process, its port and the ``Proxy-Authorization`` of its one enrolled sandbox."""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port, user, password = proc.stdout.readline().split()
+    return proc, int(port), "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def spawn(code: str) -> tuple[subprocess.Popen[str], int]:
@@ -227,8 +252,12 @@ async def main() -> None:
             bundle = Path(tmp) / "state" / "egress" / "ca-bundle.pem"
             direct_ctx = ssl.create_default_context(cafile=str(ca.cert_path))
             proxy_ctx = ssl.create_default_context(cafile=str(bundle))
-            token = sign(ProxyClaims("inv-bench", "ns/bench", time.time() + 3600), KEY)
+            # The shims of namespace "ns" sign with that namespace's key, derived from the platform's.
+            shim_key = namespace_key(KEY, "proxy-token", "ns")
+            token = sign(ProxyClaims("inv-bench", "ns/bench", time.time() + 3600), shim_key)
             auth = "Basic " + base64.b64encode(f"inv-bench:{token}".encode()).decode()
+            relay, relay_port, relay_auth = spawn_relay(RELAY.format(paths=paths, gw_port=gw_port, token=token))
+            relay2, relay2_port, relay2_auth = spawn_relay(RELAY.format(paths=paths, gw_port=gw2_port, token=token))
             print(f"egress bench: {args.calls} sequential calls per case after 20 warm-up; "
                   f"gateway pinned to CPU {args.cpu}; {os.cpu_count()} CPUs")  # fmt: skip
             for kind, stream in (("JSON", False), ("SSE", True)):
@@ -242,6 +271,13 @@ async def main() -> None:
                         f" | via gateway p50 {pct(p, 50):6.2f} ms p95 {pct(p, 95):6.2f}"
                         f" | added p50 {pct(p, 50) - pct(d, 50):+6.2f} ms"
                         f" p95 {pct(p, 95) - pct(d, 95):+6.2f} ms"
+                    )
+                r_first, r_last = await latency(relay_port, proxy_ctx, relay_auth, body, args.calls)
+                for label, p, r in (("first byte", p_first, r_first), ("last byte", p_last, r_last)):
+                    print(
+                        f"  {kind:4} {label:10}: via identity relay + gateway p50 {pct(r, 50):6.2f} ms"
+                        f" p95 {pct(r, 95):6.2f} | the relay adds p50 {pct(r, 50) - pct(p, 50):+6.2f} ms"
+                        f" p95 {pct(r, 95) - pct(p, 95):+6.2f} ms"
                     )
             for kind, stream in (("JSON", False), ("SSE", True)):
                 body = json.dumps({"model": "claude-bench", "max_tokens": 64, "stream": stream,
@@ -266,8 +302,15 @@ async def main() -> None:
                     f" p95 {pct(p, 95):5.2f} | added p50 {pct(p, 50) - pct(d, 50):+5.2f} ms"
                     f" p95 {pct(p, 95) - pct(d, 95):+5.2f} ms"
                 )
+            r_first, r_later = await forwarding(relay2_port, proxy_ctx, relay2_auth, body, 100)
+            for label, p, r in (("first event", p_first, r_first), ("later events", p_later, r_later)):
+                print(
+                    f"  SSE forwarding, {label:12}: via identity relay + gateway p50 {pct(r, 50):5.2f} ms"
+                    f" p95 {pct(r, 95):5.2f} | the relay adds p50 {pct(r, 50) - pct(p, 50):+5.2f} ms"
+                    f" p95 {pct(r, 95) - pct(p, 95):+5.2f} ms"
+                )
         finally:
-            for proc in (gw, gw2, fake, paced):
+            for proc in (relay, relay2, gw, gw2, fake, paced):
                 proc.terminate()
                 proc.wait(5)
 
