@@ -1,6 +1,7 @@
 """``clrk-shim``: serve one agent over HTTP. The edge: flags and ``CLRK_*`` become settings here.
 
-    clrk-shim [--port 8080] [--timeout 100s] [--warm-pool N] [--max-concurrency N]
+    clrk-shim [--port 8080] [--timeout 100s] [--warm-pool N] [--warm-start [--warm-start-timeout 60s]]
+              [--max-concurrency N]
               [--queue-size N] [--sandbox auto|bwrap|plain] [--env NAME=VALUE]…
               [--bind SRC:DEST]… [--agent NS/NAME] [--egress-proxy HOST:PORT]
               [--server clrk|functions-framework] -- ENTRYPOINT [ARGS…]
@@ -41,6 +42,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host")
     parser.add_argument("--timeout", help="per-invocation deadline, e.g. 100s")
     parser.add_argument("--warm-pool", type=int, dest="warm_pool")
+    parser.add_argument(
+        "--warm-start",
+        action="store_const",
+        const=True,
+        dest="warm_start",
+        help="start the entrypoint in each warm sandbox before its request; it writes a line to $CLRK_READY_FD"
+        " once ready, then reads stdin (docs/agents.md)",
+    )
+    parser.add_argument(
+        "--warm-start-timeout",
+        dest="warm_start_timeout",
+        help="how long a warm-started entrypoint has to say it is ready, e.g. 60s (default)",
+    )
     parser.add_argument("--max-concurrency", type=int, dest="max_concurrency")
     parser.add_argument("--queue-size", type=int, dest="queue_size")
     parser.add_argument("--sandbox", choices=["auto", "bwrap", "plain"])
@@ -61,7 +75,16 @@ def build_settings(argv: Sequence[str]) -> RuntimeSettings:
     """Settings from ``argv`` over the ``CLRK_*`` environment (the flags win)."""
     args = _parser().parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    fields = ("port", "host", "timeout", "warm_pool", "max_concurrency", "queue_size")
+    fields = (
+        "port",
+        "host",
+        "timeout",
+        "warm_pool",
+        "warm_start",
+        "warm_start_timeout",
+        "max_concurrency",
+        "queue_size",
+    )
     overrides: dict[str, Any] = {
         name: getattr(args, name)
         for name in (*fields, "sandbox", "server", "agent", "egress_proxy")

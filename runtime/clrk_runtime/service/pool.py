@@ -55,13 +55,10 @@ class PoolStats:
 
 
 class SandboxPool:
-    def __init__(self, spec: SandboxSpec, warm_starts: WarmStarts | None = None) -> None:
-        """``warm_starts``: how warm sandboxes start their agent ahead (default: they do not)."""
+    def __init__(self, spec: SandboxSpec, warm_starts: WarmStarts) -> None:
+        """``warm_starts``: whether and how warm sandboxes start their agent ahead."""
         settings = spec.settings
         self.spec = spec
-        if warm_starts is None:
-            off = settings.model_copy(update={"warm_start": False})
-            warm_starts = WarmStarts(off, token_key=None, relay=None)
         self.warm_starts = warm_starts
         self.warm_target = settings.warm_pool
         self.max_concurrency = settings.max_concurrency

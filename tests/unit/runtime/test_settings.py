@@ -25,6 +25,17 @@ def test_flags_map_to_fields(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.command == ["./agent.sh", "--flag"]
 
 
+def test_warm_start_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLRK_WARM_START", raising=False)
+    assert build_settings(["--", "./agent.sh"]).warm_start is False
+    started = build_settings(["--warm-pool", "1", "--warm-start", "--warm-start-timeout", "1m30s", "--", "./agent.sh"])
+    assert (started.warm_start, started.warm_start_timeout) == (True, 90)
+    monkeypatch.setenv("CLRK_WARM_START", "true")
+    assert build_settings(["--", "./agent.sh"]).warm_start is True
+    with pytest.raises(ValidationError, match="not a duration: 'soon'"):
+        build_settings(["--warm-start-timeout", "soon", "--", "./agent.sh"])
+
+
 def test_knative_port(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "7777")
     assert RuntimeSettings().port == 7777
